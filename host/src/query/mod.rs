@@ -1,0 +1,176 @@
+//! `POST /query`: the caller's SQL over Parquet objects, in a fresh,
+//! locked-down DuckDB.
+//!
+//! Flow: validate; admission (N running, M queued, else 503); resolve each
+//! table's key or glob (HEAD or LIST); bring every object into the local
+//! cache; then on a blocking thread take a fresh instance, create one view
+//! per table, lock it down, check the SQL is one read statement, run it and
+//! encode the JSON. The whole request runs under SIDECAR_QUERY_TIMEOUT_MS;
+//! past it DuckDB is interrupted (the work stops, not only the response) and
+//! the answer is 504.
+
+pub mod json;
+pub mod sandbox;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duckdb::{Connection, InterruptHandle};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::object_cache::LocalObject;
+use crate::objects::{s3_config_field, S3Config};
+use crate::request::{self, Field};
+use crate::server::AppState;
+use crate::statement::{check_read_only, Refusal};
+use sandbox::TableFiles;
+
+pub struct QueryRequest {
+    pub sql: String,
+    pub tables: Vec<TableRef>,
+    pub s3_config: Option<S3Config>,
+}
+
+pub struct TableRef {
+    pub name: String,
+    pub s3_path: String,
+}
+
+impl QueryRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, Error> {
+        let obj = request::json_object(body)?;
+        let sql = Field::new("sql").required_str(&obj)?.to_string();
+        let tables_field = Field::new("tables");
+        let tables = match obj.get("tables") {
+            None | Some(Value::Null) => Vec::new(),
+            other => tables_field
+                .array(other)?
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let at = tables_field.index(i);
+                    let t = at.object(t)?;
+                    Ok(TableRef {
+                        name: at.child("name").required_str(t)?.to_string(),
+                        s3_path: at.child("s3_path").required_str(t)?.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?,
+        };
+        Ok(QueryRequest { sql, tables, s3_config: s3_config_field(&obj)? })
+    }
+}
+
+/// Interrupts the DuckDB query when dropped unless disarmed: covers the
+/// timeout and a client that goes away mid-query alike.
+struct InterruptOnDrop(Option<Arc<InterruptHandle>>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.interrupt();
+        }
+    }
+}
+
+pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
+    let started = Instant::now();
+    let req = QueryRequest::parse(body)?;
+    let bucket = state.stores.bucket_for(req.s3_config.as_ref())?;
+    // The permit moves into the DuckDB task below, so "running" on the stats
+    // routes counts real DuckDB work, including work that is being interrupted.
+    let admitted = state.queries.admit().await.map_err(|full| Error::Busy {
+        message: format!(
+            "sidecar is busy (queue full: {}/{}); retry shortly. Please retry in a few seconds.",
+            full.queued, full.max_queue
+        ),
+        extra: Default::default(),
+    })?;
+    let timeout = state.config.query_timeout();
+    let deadline = started + timeout;
+    let timed_out = || {
+        Error::Timeout(format!(
+            "query exceeded SIDECAR_QUERY_TIMEOUT_MS ({} ms) and was cancelled",
+            timeout.as_millis()
+        ))
+    };
+
+    // Objects: resolve keys and globs, then make each a local file.
+    let fetch = async {
+        let mut tables = Vec::with_capacity(req.tables.len());
+        let mut held: Vec<Arc<LocalObject>> = Vec::new();
+        for (i, table) in req.tables.iter().enumerate() {
+            let field = format!("tables[{i}].s3_path");
+            let metas = bucket.resolve(&field, &table.s3_path).await?;
+            let mut files = Vec::with_capacity(metas.len());
+            for meta in &metas {
+                let local = state.object_cache.get(&bucket, meta).await?;
+                files.push(local.path.clone());
+                held.push(local);
+            }
+            tables.push(TableFiles { name: table.name.clone(), files });
+        }
+        Ok::<_, Error>((tables, held))
+    };
+    let (tables, held) = tokio::time::timeout_at(deadline.into(), fetch)
+        .await
+        .map_err(|_| timed_out())??;
+
+    let conn = state.sandboxes.take().map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
+    let mut interrupt = InterruptOnDrop(Some(conn.interrupt_handle()));
+    let sql = req.sql;
+    let mut work = tokio::task::spawn_blocking(move || {
+        let result = execute(&conn, &tables, &sql);
+        drop((conn, held, admitted));
+        result
+    });
+    let result = match tokio::time::timeout_at(deadline.into(), &mut work).await {
+        Ok(joined) => {
+            interrupt.0 = None;
+            joined?
+        }
+        Err(_) => {
+            drop(interrupt);
+            // Wait (bounded) for DuckDB to notice, so the work has really stopped.
+            let stopped = tokio::time::timeout(Duration::from_secs(5), work).await.is_ok();
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, stopped, "query timed out and was interrupted");
+            return Err(timed_out());
+        }
+    };
+    let (body, rows) = result?;
+    tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "query served");
+    Ok(body)
+}
+
+/// Runs on a blocking thread: views, lock-down, the check, the query, JSON.
+fn execute(conn: &Connection, tables: &[TableFiles], sql: &str) -> Result<(Vec<u8>, usize), Error> {
+    sandbox::prepare(conn, tables).map_err(|e| match sql_error(e) {
+        Error::Sql(m) => Error::Sql(format!("cannot read the tables' Parquet data: {m}")),
+        other => other,
+    })?;
+    check_read_only(conn, sql).map_err(|r| match r {
+        Refusal::Syntax(m) => Error::Sql(m),
+        other => Error::Sql(other.to_string()),
+    })?;
+    let mut stmt = conn.prepare(sql).map_err(sql_error)?;
+    let stream = stmt.stream_arrow([]).map_err(sql_error)?;
+    let schema = stream.get_schema();
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let batches = stream.collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+    let mut out = Vec::with_capacity(1024);
+    let rows = json::write_result(&mut out, &columns, &batches);
+    Ok((out, rows))
+}
+
+/// DuckDB errors caused by the statement are the caller's (400); resource
+/// and internal failures are ours (500).
+pub fn sql_error(err: duckdb::Error) -> Error {
+    let text = err.to_string();
+    let ours = ["Out of Memory Error", "Internal Error", "FATAL Error", "IO Error"];
+    if ours.iter().any(|kind| text.starts_with(kind)) {
+        Error::Internal(text)
+    } else {
+        Error::Sql(text)
+    }
+}

@@ -1,0 +1,143 @@
+//! Fresh, locked-down DuckDB instances for `/query`, one per request.
+//!
+//! "Fresh" is the sidecar's isolation promise: no table, setting or temp
+//! file survives a request. Opening an instance costs a few milliseconds, so
+//! a background thread keeps a few spare, never-used instances ready; each
+//! is used by exactly one request and then dropped.
+//!
+//! Lock-down, applied after the request's views exist: external access off
+//! (DuckDB may then read only the files listed in `allowed_paths`, the
+//! request's own cached objects), extension auto-install and auto-load off,
+//! and the configuration locked so the caller's SQL cannot undo any of it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+use duckdb::{Config, Connection};
+
+/// How every instance is configured (the sidecar's DUCKDB_* variables).
+#[derive(Debug, Clone)]
+pub struct InstanceSettings {
+    pub threads: Option<u32>,
+    pub memory_limit: String,
+    pub enable_object_cache: bool,
+}
+
+impl InstanceSettings {
+    fn open(&self) -> duckdb::Result<Connection> {
+        let mut config = Config::default()
+            .enable_autoload_extension(false)?
+            .with("autoinstall_known_extensions", "false")?
+            .with("allow_community_extensions", "false")?
+            .max_memory(&self.memory_limit)?
+            .enable_object_cache(self.enable_object_cache)?;
+        if let Some(threads) = self.threads {
+            config = config.threads(threads as i64)?;
+        }
+        Connection::open_in_memory_with_flags(config)
+    }
+}
+
+struct Spares {
+    ready: Mutex<Vec<Connection>>,
+    wanted: Condvar,
+    target: usize,
+}
+
+/// Hands out never-used instances, refilled in the background.
+#[derive(Clone)]
+pub struct Sandboxes {
+    settings: Arc<InstanceSettings>,
+    spares: Arc<Spares>,
+}
+
+impl Sandboxes {
+    /// Checks the settings by opening one instance (so a bad
+    /// DUCKDB_MEMORY_LIMIT fails at start-up, not on the first request),
+    /// then starts the refill thread.
+    pub fn start(settings: InstanceSettings, spares: usize) -> anyhow::Result<Self> {
+        let first = settings
+            .open()
+            .map_err(|e| anyhow::anyhow!("cannot open DuckDB with DUCKDB_THREADS/DUCKDB_MEMORY_LIMIT/DUCKDB_ENABLE_OBJECT_CACHE as set: {e}"))?;
+        let sandboxes = Sandboxes {
+            settings: Arc::new(settings),
+            spares: Arc::new(Spares { ready: Mutex::new(vec![first]), wanted: Condvar::new(), target: spares }),
+        };
+        let refill = sandboxes.clone();
+        std::thread::Builder::new()
+            .name("duckdb-spares".into())
+            .spawn(move || refill.refill_forever())?;
+        Ok(sandboxes)
+    }
+
+    fn refill_forever(&self) {
+        loop {
+            {
+                let ready = self.spares.ready.lock().expect("spares lock");
+                let _unused = self
+                    .spares
+                    .wanted
+                    .wait_while(ready, |r| r.len() >= self.spares.target)
+                    .expect("spares lock");
+            }
+            match self.settings.open() {
+                Ok(conn) => self.spares.ready.lock().expect("spares lock").push(conn),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not open a spare DuckDB instance");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// A never-used instance: a spare if one is ready, else a new one.
+    pub fn take(&self) -> duckdb::Result<Connection> {
+        let spare = self.spares.ready.lock().expect("spares lock").pop();
+        self.spares.wanted.notify_one();
+        match spare {
+            Some(conn) => Ok(conn),
+            None => self.settings.open(),
+        }
+    }
+
+    pub fn spares_ready(&self) -> usize {
+        self.spares.ready.lock().expect("spares lock").len()
+    }
+
+    pub fn spares_target(&self) -> usize {
+        self.spares.target
+    }
+}
+
+/// One table of a request: its SQL name and its local Parquet files.
+pub struct TableFiles {
+    pub name: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// Creates the request's views, then locks the instance down.
+pub fn prepare(conn: &Connection, tables: &[TableFiles]) -> duckdb::Result<()> {
+    let mut sql = String::new();
+    let mut allowed = Vec::new();
+    for table in tables {
+        let files: Vec<String> = table.files.iter().map(|p| quote_literal(&p.to_string_lossy())).collect();
+        allowed.extend(files.iter().cloned());
+        sql.push_str(&format!(
+            "CREATE VIEW {} AS SELECT * FROM read_parquet([{}]);\n",
+            quote_identifier(&table.name),
+            files.join(", ")
+        ));
+    }
+    sql.push_str(&format!("SET allowed_paths = [{}];\n", allowed.join(", ")));
+    sql.push_str("SET enable_external_access = false;\nSET lock_configuration = true;\n");
+    conn.execute_batch(&sql)
+}
+
+/// `"name"` with embedded quotes doubled: any table name is one identifier.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}

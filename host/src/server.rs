@@ -1,0 +1,186 @@
+//! The HTTP server: shared state, the route table, and graceful shutdown.
+//!
+//! Handlers are thin: they read the body, call the module that does the work
+//! and turn its result into a response. Errors become HTTP in one place
+//! ([`crate::error`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::admission::Gate;
+use crate::config::Config;
+use crate::error::{error_body, Error};
+use crate::object_cache::ObjectCache;
+use crate::objects::Stores;
+use crate::query::sandbox::{InstanceSettings, Sandboxes};
+use crate::request;
+
+/// Everything the handlers share. Built once at start-up.
+pub struct App {
+    pub config: Config,
+    pub stores: Arc<Stores>,
+    pub object_cache: ObjectCache,
+    pub sandboxes: Sandboxes,
+    pub queries: Gate,
+    pub snapshots: Gate,
+    pub started: Instant,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn new(config: Config) -> anyhow::Result<AppState> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create the data directory {}: {e}; pass --data-dir", config.data_dir.display())
+        })?;
+        let stores = Stores::new(
+            config.object_store.as_deref(),
+            config.default_object_dir(),
+            config.s3_endpoint_allowlist.clone(),
+        )?;
+        let object_cache = ObjectCache::new(&config.object_cache_dir(), config.object_cache_size.as_u64())?;
+        let sandboxes = Sandboxes::start(
+            InstanceSettings {
+                threads: config.duckdb_threads,
+                memory_limit: config.duckdb_memory_limit.clone(),
+                enable_object_cache: config.duckdb_enable_object_cache,
+            },
+            config.max_concurrent_queries.clamp(1, 4),
+        )?;
+        Ok(Arc::new(App {
+            queries: Gate::new(config.max_concurrent_queries, config.max_query_queue),
+            snapshots: Gate::new(config.max_concurrent_snapshots, config.max_snapshot_queue),
+            stores: Arc::new(stores),
+            object_cache,
+            sandboxes,
+            started: Instant::now(),
+            config,
+        }))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_size.as_u64() as usize;
+    Router::new()
+        .route("/health", get(health))
+        .route("/pool-stats", get(pool_stats))
+        .route("/snapshot-queue-stats", get(snapshot_queue_stats))
+        .route("/snapshot", post(snapshot))
+        .route("/query", post(query))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "service": "duckdb-sidecar",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_ms": app.started.elapsed().as_millis() as u64,
+    }))
+}
+
+/// The Node sidecar reported its DuckDB pool here; duckgate reports the
+/// spare instances, both routes' queues and the object cache.
+async fn pool_stats(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let queries = app.queries.stats();
+    let idle = app.sandboxes.spares_ready();
+    Json(json!({
+        "enabled": true,
+        "idle": idle,
+        "active": queries.running,
+        "total": idle + queries.running,
+        "minSize": app.sandboxes.spares_target(),
+        "maxSize": queries.max_concurrent,
+        "queries": queries,
+        "snapshots": app.snapshots.stats(),
+        "object_cache": app.object_cache.stats(),
+    }))
+}
+
+async fn snapshot_queue_stats(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let s = app.snapshots.stats();
+    Json(json!({
+        "maxConcurrent": s.max_concurrent,
+        "maxQueue": s.max_queue,
+        "running": s.running,
+        "queued": s.queued,
+        "completed": s.completed,
+        "rejected": s.rejected,
+        "queries": app.queries.stats(),
+        "object_cache": app.object_cache.stats(),
+    }))
+}
+
+async fn snapshot(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, Error> {
+    let body = request::body(body, app.config.max_body_size.as_u64() as usize)?;
+    let result = crate::snapshot::run(&app, body).await?;
+    Ok(Json(result).into_response())
+}
+
+async fn query(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, Error> {
+    let body = request::body(body, app.config.max_body_size.as_u64() as usize)?;
+    let json = crate::query::run(&app, &body).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+async fn not_found() -> Response {
+    error_body(StatusCode::NOT_FOUND, "no such route; see the README for the routes duckgate serves")
+}
+
+async fn method_not_allowed() -> Response {
+    error_body(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+}
+
+/// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight
+/// requests finish.
+pub async fn serve(state: AppState) -> anyhow::Result<()> {
+    let addr = state.config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}; is another duckgate running? pass --port"))?;
+    tracing::info!(
+        %addr,
+        data_dir = %state.config.data_dir.display(),
+        object_store = %state.stores.default_description(),
+        "duckgate listening"
+    );
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("duckgate stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
