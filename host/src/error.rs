@@ -107,3 +107,15 @@ impl From<tokio::task::JoinError> for Error {
 pub fn error_body(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
+
+impl From<crate::live::pool::ReadError> for Error {
+    fn from(err: crate::live::pool::ReadError) -> Self {
+        use crate::live::pool::ReadError;
+        match err {
+            ReadError::Refused(r) => Error::Sql(r.to_string()),
+            ReadError::Sql(m) => Error::Sql(m),
+            ReadError::Timeout(_) => Error::Timeout(err.to_string()),
+            ReadError::Internal(m) => Error::Internal(m),
+        }
+    }
+}

@@ -1,8 +1,10 @@
-//! The `duckgate` command line: `serve` runs the gateway.
+//! The `duckgate` command line: `serve` runs the gateway; `plugin` and
+//! `alerts` talk to a running one.
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use duckgate::cli::{self, AlertsArgs, Client, PluginCommand};
 use duckgate::config::Config;
 use duckgate::server;
 
@@ -17,6 +19,20 @@ struct Cli {
 enum Command {
     /// Run the gateway (defaults: port 3214, ./data, a local object store).
     Serve(Config),
+    /// Manage plugins on a running gateway.
+    Plugin {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// List alerts raised by plugins (`--follow` to keep watching).
+    Alerts {
+        #[command(flatten)]
+        client: Client,
+        #[command(flatten)]
+        args: AlertsArgs,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -36,6 +52,8 @@ fn main() -> std::process::ExitCode {
             init_logging(&config.log_format);
             run_serve(config)
         }
+        Command::Plugin { client, command } => run_client(cli::plugin(&client, command)),
+        Command::Alerts { client, args } => run_client(cli::alerts(&client, args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -55,4 +73,9 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     // Interrupted DuckDB work stops within moments; don't hang on anything else.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     result
+}
+
+fn run_client(work: impl std::future::Future<Output = Result<(), String>>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(work).map_err(anyhow::Error::msg)
 }

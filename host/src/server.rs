@@ -4,12 +4,14 @@
 //! and turn its result into a response. Errors become HTTP in one place
 //! ([`crate::error`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +20,12 @@ use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 use crate::admission::Gate;
+use crate::live::pool::PoolSettings;
+use crate::live::{LiveSettings, LiveStore};
+use crate::plugins::host_api::HostServices;
+use crate::plugins::registry::Registry;
+use crate::plugins::runtime::{Runtime, RuntimeSettings};
+use crate::plugins::Plugins;
 use crate::config::Config;
 use crate::error::{error_body, Error};
 use crate::object_cache::ObjectCache;
@@ -33,6 +41,9 @@ pub struct App {
     pub sandboxes: Sandboxes,
     pub queries: Gate,
     pub snapshots: Gate,
+    pub live: Arc<LiveStore>,
+    pub plugins: Arc<Plugins>,
+    pub active_requests: AtomicUsize,
     pub started: Instant,
 }
 
@@ -58,7 +69,41 @@ impl App {
             },
             config.max_concurrent_queries.clamp(1, 4),
         )?;
+        let live = LiveStore::open(&LiveSettings {
+            path: config.live_db_path(),
+            memory_limit: config.duckdb_memory_limit.clone(),
+            threads: config.duckdb_threads,
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            retention: config.retention,
+            retention_every: config.retention_interval,
+            pool: PoolSettings {
+                max_open: config.pool_max_open,
+                max_idle: config.pool_max_idle,
+                max_lifetime: config.pool_max_lifetime,
+                slow_query: config.slow_query,
+            },
+            cache_ttl: config.metrics_cache_ttl,
+            cache_entries: config.metrics_cache_entries,
+            metrics_timeout: config.metrics_timeout,
+            alert_dedup_window: config.alert_dedup_window,
+        })?;
+        let live = Arc::new(live);
+        let runtime = Arc::new(Runtime::new(
+            RuntimeSettings {
+                cache_dir: config.data_dir.join("plugins").join("compiled"),
+                defaults: config.plugin_limits(),
+                memory_ceiling: config.plugin_memory_ceiling.as_u64(),
+                max_concurrent: config.plugin_concurrency,
+                max_queue: config.plugin_queue,
+            },
+            Arc::new(HostServices { live: live.clone(), runtime: tokio::runtime::Handle::current() }),
+        )?);
+        let registry = Registry::open(config.data_dir.join("plugins"), runtime, config.plugin_run_history)?;
+        let plugins = Plugins::new(registry);
         Ok(Arc::new(App {
+            live,
+            plugins,
+            active_requests: AtomicUsize::new(0),
             queries: Gate::new(config.max_concurrent_queries, config.max_query_queue),
             snapshots: Gate::new(config.max_concurrent_snapshots, config.max_snapshot_queue),
             stores: Arc::new(stores),
@@ -78,19 +123,45 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshot-queue-stats", get(snapshot_queue_stats))
         .route("/snapshot", post(snapshot))
         .route("/query", post(query))
+        .merge(crate::live::routes::routes())
+        .merge(crate::plugins::routes::routes(state.config.max_plugin_size.as_u64() as usize))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), count_active))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
+/// Counts requests in flight for `/health`.
+async fn count_active(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    app.active_requests.fetch_add(1, Ordering::AcqRel);
+    let response = next.run(request).await;
+    app.active_requests.fetch_sub(1, Ordering::AcqRel);
+    response
+}
+
+/// The sidecar's health body plus the seed SDK server's pool stats. Reads
+/// counters only, so it answers even when DuckDB is saturated.
 async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let pool = app.live.pool.stats();
     Json(json!({
         "status": "ok",
         "service": "duckdb-sidecar",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_ms": app.started.elapsed().as_millis() as u64,
+        "active_requests": app.active_requests.load(Ordering::Acquire).saturating_sub(1),
+        "db_stats": {
+            "open_connections": pool.open_connections,
+            "in_use": pool.in_use,
+            "idle": pool.idle,
+            "max_open": pool.max_open,
+            "queries": pool.queries,
+            "timeouts": pool.timeouts,
+        },
+        "writer": app.live.writer.stats(),
+        "metrics_cache": app.live.lookups.stats(),
+        "plugins": app.plugins.runtime().stats(),
     }))
 }
 
@@ -159,6 +230,8 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         object_store = %state.stores.default_description(),
         "duckgate listening"
     );
+    tokio::spawn(crate::live::collector::run(state.live.writer.clone(), state.config.collector_interval));
+    state.plugins.start_schedules();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

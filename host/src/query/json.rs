@@ -140,7 +140,15 @@ pub fn write_value(out: &mut Vec<u8>, array: &dyn Array, row: usize) {
 
 /// Writes a whole result set as `{"columns":[..],"rows":[{..}],"row_count":N}`.
 pub fn write_result(out: &mut Vec<u8>, columns: &[String], batches: &[RecordBatch]) -> usize {
-    out.extend_from_slice(b"{\"columns\":[");
+    out.push(b'{');
+    let rows = write_columns_and_rows(out, columns, batches);
+    let _ = write!(out, ",\"row_count\":{rows}}}");
+    rows
+}
+
+/// Writes `"columns":[..],"rows":[{..}]` (no braces around), returning the row count.
+pub fn write_columns_and_rows(out: &mut Vec<u8>, columns: &[String], batches: &[RecordBatch]) -> usize {
+    out.extend_from_slice(b"\"columns\":[");
     let mut names = Vec::with_capacity(columns.len());
     for (i, name) in columns.iter().enumerate() {
         if i > 0 {
@@ -171,8 +179,27 @@ pub fn write_result(out: &mut Vec<u8>, columns: &[String], batches: &[RecordBatc
             row_count += 1;
         }
     }
-    let _ = write!(out, "],\"row_count\":{row_count}}}");
+    out.push(b']');
     row_count
+}
+
+/// Rows as JSON objects, for small internal results that get reshaped.
+pub fn rows_as_values(batches: &[RecordBatch]) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let schema = batch.schema();
+        for row in 0..batch.num_rows() {
+            let mut map = serde_json::Map::new();
+            for (i, column) in batch.columns().iter().enumerate() {
+                let mut cell = Vec::new();
+                write_value(&mut cell, column.as_ref(), row);
+                let value = serde_json::from_slice(&cell).unwrap_or(serde_json::Value::Null);
+                map.insert(schema.field(i).name().clone(), value);
+            }
+            rows.push(map);
+        }
+    }
+    rows
 }
 
 fn write_int(out: &mut Vec<u8>, v: i128) {
