@@ -32,6 +32,10 @@ use std::fmt;
 
 pub use serde_json::{json, Value};
 
+// Lets the generated bindings name this crate the same way from inside it
+// and from the plugin crates that expand `export_plugin!`.
+extern crate self as duckgate_guest;
+
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -51,25 +55,10 @@ use bindings::duckgate::plugin::host;
 
 pub use host::{Column, ColumnKind, Level, Severity, Value as Cell};
 
-/// What a host call can fail with; `Display` says what went wrong.
+/// What a host call can fail with (`Debug` and `Display` name the case).
 pub use host::Error;
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::InvalidSql(m) => write!(f, "invalid SQL: {m}"),
-            Error::ReadOnly(m) => write!(f, "read-only violation: {m}"),
-            Error::RowLimit(n) => write!(f, "row limit of {n} reached"),
-            Error::QuotaExceeded(m) => write!(f, "quota exceeded: {m}"),
-            Error::Timeout(m) => write!(f, "timeout: {m}"),
-            Error::NotFound(m) => write!(f, "not found: {m}"),
-            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
-            Error::Unavailable(m) => write!(f, "host unavailable: {m}"),
-        }
-    }
-}
 
-impl std::error::Error for Error {}
 
 /// A plugin: one entry point from JSON input to JSON output.
 pub trait Plugin {
@@ -89,7 +78,7 @@ macro_rules! export_plugin {
                     $crate::__run::<$plugin>(input)
                 }
             }
-            $crate::__export_plugin_world!(__DuckgatePlugin with_types_in $crate::bindings);
+            $crate::bindings::__export_plugin_world!(__DuckgatePlugin with_types_in $crate::bindings);
         };
     };
 }
@@ -286,10 +275,10 @@ pub fn percentile(service: &str, metric: &str, p: f64, window_ms: u64) -> Result
     host::percentile(service, metric, p, window_ms)
 }
 
-pub use host::ErrorRate;
+pub use host::ErrorStats;
 
 /// Failed share of `service`'s requests over the last `window_ms` milliseconds.
-pub fn error_rate(service: &str, window_ms: u64) -> Result<ErrorRate, Error> {
+pub fn error_rate(service: &str, window_ms: u64) -> Result<ErrorStats, Error> {
     host::error_rate(service, window_ms)
 }
 

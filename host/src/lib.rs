@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod live;
 pub mod object_cache;

@@ -19,6 +19,14 @@ struct Cli {
 enum Command {
     /// Run the gateway (defaults: port 3214, ./data, a local object store).
     Serve(Config),
+    /// Start the gateway on its defaults and show every capability working.
+    Demo {
+        #[command(flatten)]
+        config: Config,
+        /// Where the example plugins were built (scripts/build-plugins).
+        #[arg(long, default_value = "dist/plugins")]
+        plugins_dir: std::path::PathBuf,
+    },
     /// Manage plugins on a running gateway.
     Plugin {
         #[command(flatten)]
@@ -52,6 +60,10 @@ fn main() -> std::process::ExitCode {
             init_logging(&config.log_format);
             run_serve(config)
         }
+        Command::Demo { config, plugins_dir } => {
+            init_logging(&config.log_format);
+            run_demo(config, plugins_dir)
+        }
         Command::Plugin { client, command } => run_client(cli::plugin(&client, command)),
         Command::Alerts { client, args } => run_client(cli::alerts(&client, args)),
     };
@@ -78,4 +90,11 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
 fn run_client(work: impl std::future::Future<Output = Result<(), String>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(work).map_err(anyhow::Error::msg)
+}
+
+fn run_demo(config: Config, plugins_dir: std::path::PathBuf) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(duckgate::demo::run(config, plugins_dir));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    result
 }

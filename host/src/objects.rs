@@ -21,7 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::request::{self, Field};
+use crate::request::Field;
 
 /// `s3_config` of a request. `Debug` is written by hand so a stray `{:?}`
 /// cannot print the secret.
@@ -89,11 +89,11 @@ impl S3Config {
     fn cache_key(&self) -> String {
         let mut h = Sha256::new();
         for part in [
-            &self.endpoint,
-            &self.bucket,
+            self.endpoint.as_str(),
+            self.bucket.as_str(),
             self.region.as_deref().unwrap_or(""),
-            &self.access_key_id,
-            &self.secret_access_key,
+            self.access_key_id.as_str(),
+            self.secret_access_key.as_str(),
             if self.force_path_style.unwrap_or(true) { "path" } else { "vhost" },
         ] {
             h.update(part.as_bytes());

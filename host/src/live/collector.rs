@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sysinfo::{MemoryRefreshKind, RefreshKind, System};
+use sysinfo::System;
 
 use super::rows::{MetricRow, Rows};
 use super::writer::Writer;
@@ -44,11 +44,13 @@ pub fn sample(system: &mut System) -> Rows {
 /// Samples forever; the first sample comes one interval after start, since
 /// CPU usage needs two readings.
 pub async fn run(writer: Writer, interval: Duration) {
-    let mut system = System::new_with_specifics(
-        RefreshKind::nothing()
-            .with_cpu(sysinfo::CpuRefreshKind::nothing().with_cpu_usage())
-            .with_memory(MemoryRefreshKind::nothing().with_ram()),
-    );
+    let mut system = match System::new() {
+        Ok(system) => system,
+        Err(e) => {
+            tracing::warn!(error = %e, "host metrics are unavailable on this system");
+            return;
+        }
+    };
     system.refresh_cpu_usage();
     let mut ticks = tokio::time::interval(interval);
     ticks.tick().await;

@@ -100,7 +100,7 @@ impl Lookups {
 
     /// `p` in (0, 1]; the caller validates it.
     pub async fn percentile(&self, service: &str, metric: &str, p: f64, window_ms: u64) -> Result<(Percentile, bool), ReadError> {
-        let key = Key::Percentile { service: service.into(), metric: metric.into(), p_bits: p.to_bits(), window_ms };
+        let key = Key::Percentile { service: service.to_string(), metric: metric.to_string(), p_bits: p.to_bits(), window_ms };
         let (cached, hit) = self
             .cached(key, async { self.compute_percentile(service, metric, p, window_ms).await.map(Cached::Percentile) })
             .await?;
@@ -111,7 +111,7 @@ impl Lookups {
     }
 
     pub async fn error_rate(&self, service: &str, window_ms: u64) -> Result<(ErrorRate, bool), ReadError> {
-        let key = Key::ErrorRate { service: service.into(), window_ms };
+        let key = Key::ErrorRate { service: service.to_string(), window_ms };
         let (cached, hit) = self
             .cached(key, async { self.compute_error_rate(service, window_ms).await.map(Cached::ErrorRate) })
             .await?;
@@ -167,7 +167,7 @@ impl Lookups {
                 "SELECT bucket_lower, bucket_le, sum(count)::BIGINT FROM histogram_buckets_local \
                  WHERE service_name = ? AND metric_name = ? AND timestamp >= make_timestamp(?::BIGINT) \
                  GROUP BY bucket_lower, bucket_le ORDER BY bucket_le, bucket_lower",
-                vec![service.into(), metric.into(), cutoff.into()],
+                vec![DuckValue::Text(service.to_string()), DuckValue::Text(metric.to_string()), cutoff.into()],
             )
             .await?;
         let mut pairs = Vec::new();
@@ -195,7 +195,7 @@ impl Lookups {
             .read(
                 "SELECT quantile_cont(duration_ms, ?::DOUBLE), count(*)::BIGINT FROM otel_spans_local \
                  WHERE service_name = ? AND timestamp >= make_timestamp(?::BIGINT)",
-                vec![p.into(), service.into(), cutoff.into()],
+                vec![p.into(), DuckValue::Text(service.to_string()), cutoff.into()],
             )
             .await?;
         let (value, count) = spans
@@ -229,7 +229,7 @@ impl Lookups {
             self.read(
                 "SELECT count(*) FILTER (WHERE is_error)::BIGINT, count(*)::BIGINT FROM otel_spans_local \
                  WHERE service_name = ? AND timestamp >= make_timestamp(?::BIGINT)",
-                vec![service.into(), cutoff.into()],
+                vec![DuckValue::Text(service.to_string()), cutoff.into()],
             )
             .await?,
         );
@@ -243,7 +243,7 @@ impl Lookups {
                  FROM histogram_buckets_local \
                  WHERE service_name = ? AND metric_name IN ('http.server.request.duration', 'http.server.duration') \
                  AND timestamp >= make_timestamp(?::BIGINT)",
-                vec![service.into(), cutoff.into()],
+                vec![DuckValue::Text(service.to_string()), cutoff.into()],
             )
             .await?,
         );

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use duckdb::types::Value as DuckValue;
 use serde_json::{json, Value};
 
 use super::collector::{CPU_METRIC, MEMORY_TOTAL_METRIC, MEMORY_USED_METRIC, MEMORY_UTILIZATION_METRIC};
@@ -242,7 +243,7 @@ async fn slow_traces(State(app): State<AppState>, Query(q): Params) -> Result<Js
         "SELECT trace_id, span_id, service_name, span_name, duration_ms, timestamp, http_status, http_method, http_route, is_error \
          FROM otel_spans_local WHERE (? = '' OR service_name = ?) AND duration_ms >= ? AND timestamp >= make_timestamp(?::BIGINT) \
          ORDER BY duration_ms DESC LIMIT ?",
-        vec![service.clone().into(), service.into(), min.into(), cutoff.into(), (limit as i64).into()],
+        vec![service.clone().into(), DuckValue::Text(service.to_string()), min.into(), cutoff.into(), (limit as i64).into()],
         app.config.metrics_timeout(),
         limit,
     )
@@ -254,7 +255,7 @@ async fn latest(app: &AppState, metric: &str) -> Result<Option<serde_json::Map<S
     let rows = internal_read(
         app,
         "SELECT value, unit, timestamp FROM system_metrics_local WHERE metric_name = ? ORDER BY timestamp DESC LIMIT 1",
-        vec![metric.into()],
+        vec![DuckValue::Text(metric.to_string())],
         SYSTEM_TIMEOUT,
         1,
     )
@@ -333,7 +334,7 @@ async fn events(State(app): State<AppState>, Query(q): Params) -> Result<Json<Va
         &app,
         "SELECT id, timestamp, name, severity, source, data FROM events_local \
          WHERE timestamp >= make_timestamp(?::BIGINT) AND (? = '' OR severity = ?) ORDER BY id DESC LIMIT ?",
-        vec![since.into(), severity.clone().into(), severity.into(), (limit as i64).into()],
+        vec![since.into(), DuckValue::Text(severity.clone()), DuckValue::Text(severity), (limit as i64).into()],
         app.config.metrics_timeout(),
         limit,
     )

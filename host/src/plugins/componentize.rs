@@ -34,7 +34,7 @@ pub fn componentize(bytes: &[u8]) -> Result<Vec<u8>, String> {
 fn imports_preview1(bytes: &[u8]) -> bool {
     wasmparser::Parser::new(0).parse_all(bytes).any(|payload| match payload {
         Ok(wasmparser::Payload::ImportSection(reader)) => reader
-            .into_iter()
+            .into_imports()
             .flatten()
             .any(|import| import.module == WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME),
         _ => false,
@@ -48,8 +48,8 @@ mod tests {
     #[test]
     fn refuses_what_is_not_wasm() {
         assert!(componentize(b"hello").unwrap_err().contains("not WebAssembly"));
-        // A bare core module without a component type section.
-        let module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
-        assert!(componentize(&module).unwrap_err().contains("component type"));
+        // A component passes through untouched.
+        let component = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+        assert_eq!(componentize(&component).unwrap(), component);
     }
 }

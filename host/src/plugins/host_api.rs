@@ -243,7 +243,7 @@ impl host::Host for Invocation {
         Ok(result)
     }
 
-    fn error_rate(&mut self, service: String, window_ms: u64) -> wasmtime::Result<Result<host::ErrorRate, host::Error>> {
+    fn error_rate(&mut self, service: String, window_ms: u64) -> wasmtime::Result<Result<host::ErrorStats, host::Error>> {
         let entered = self.enter()?;
         let result = if window_ms == 0 {
             Err(host::Error::InvalidArgument("window-ms must be positive".into()))
@@ -252,7 +252,7 @@ impl host::Host for Invocation {
             match self.services.runtime.block_on(live.lookups.error_rate(&service, window_ms)) {
                 Ok((value, hit)) => {
                     self.usage.cache_hits += hit as u64;
-                    Ok(host::ErrorRate { rate: value.value, errors: value.errors, total: value.total })
+                    Ok(host::ErrorStats { rate: value.value, errors: value.errors, total: value.total })
                 }
                 Err(e) => Err(self.read_error(e)),
             }

@@ -53,6 +53,9 @@ pub struct Receipt {
     pub version: String,
     pub started_at_ms: i64,
     pub wall_ms: f64,
+    /// Time to instantiate the component (a fresh store from the pool).
+    #[serde(default)]
+    pub instantiate_us: f64,
     /// Time spent inside host calls.
     pub host_ms: f64,
     pub host_calls: u64,

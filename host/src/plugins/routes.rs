@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use duckdb::types::Value as DuckValue;
 use serde_json::{json, Value};
 
 use super::componentize::componentize;
@@ -256,7 +257,7 @@ async fn alerts(State(app): State<AppState>, Query(q): Query<BTreeMap<String, St
                   FROM alerts_local WHERE last_seen >= make_timestamp(?::BIGINT) AND (? = '' OR plugin = ?) \
                   AND (? = '' OR severity = ?) ORDER BY last_seen DESC, id DESC LIMIT ?"
                 .into(),
-            params: vec![since.into(), plugin.clone().into(), plugin.into(), severity.clone().into(), severity.into(), (limit as i64).into()],
+            params: vec![since.into(), DuckValue::Text(plugin.clone()), DuckValue::Text(plugin), DuckValue::Text(severity.clone()), DuckValue::Text(severity), (limit as i64).into()],
             max_rows: limit,
             timeout: Duration::from_secs(10),
             trusted: true,

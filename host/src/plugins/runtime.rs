@@ -261,6 +261,7 @@ impl Runtime {
                     version: String::new(),
                     started_at_ms: chrono::Utc::now().timestamp_millis(),
                     wall_ms: 0.0,
+                    instantiate_us: 0.0,
                     host_ms: 0.0,
                     host_calls: 0,
                     queries: 0,
@@ -294,10 +295,9 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
-        let result = compiled
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_run(&mut store, &input));
+        let instance = compiled.pre.instantiate(&mut store);
+        let instantiated = started.elapsed();
+        let result = instance.and_then(|instance| instance.call_run(&mut store, &input));
         let wall = started.elapsed();
         let state = store.data_mut();
         let (outcome, output) = match result {
@@ -325,6 +325,7 @@ impl Runtime {
             version: compiled.sha256.clone(),
             started_at_ms,
             wall_ms: wall.as_secs_f64() * 1000.0,
+            instantiate_us: instantiated.as_secs_f64() * 1e6,
             host_ms: state.usage.host_time.as_secs_f64() * 1000.0,
             host_calls: state.usage.host_calls,
             queries: state.usage.queries,

@@ -226,11 +226,9 @@ fn write_decimal(out: &mut Vec<u8>, unscaled: i128, scale: i8) {
             None => write_str(out, &format!("{unscaled}e{}", -scale)),
         }
     } else {
-        let text = arrow::array::types::Decimal128Type::format_decimal(unscaled, 38, scale);
-        match text.parse::<f64>() {
-            Ok(v) => write_float(out, v),
-            Err(_) => write_str(out, &text),
-        }
+        // Both operands are exact in f64 for the usual magnitudes, so the
+        // quotient is the double nearest the decimal.
+        write_float(out, unscaled as f64 / 10f64.powi(scale as i32));
     }
 }
 

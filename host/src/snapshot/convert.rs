@@ -122,7 +122,7 @@ impl ColumnType {
         let field = Field::new(name, data_type, true);
         if *self == ColumnType::Json {
             // Parquet's JSON logical type, which DuckDB reads back as JSON.
-            field.with_extension_type(arrow::datatypes::extension::Json::default())
+            field.with_extension_type(arrow_schema::extension::Json::default())
         } else {
             field
         }

@@ -15,7 +15,7 @@ use arrow::array::ArrayRef;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::convert::{Cell, ColumnBuilder, ColumnType};
+use super::convert::{Cell, ColumnBuilder};
 use super::Column;
 
 /// Column builders for one request, filled row by row.
@@ -273,6 +273,7 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Int64Type;
+    use crate::snapshot::ColumnType;
 
     fn columns() -> Vec<Column> {
         vec![

@@ -1,13 +1,17 @@
-//! Misbehaves in the way its input asks, so tests can prove each limit
-//! holds: `{"attack": "loop" | "alloc" | "recurse" | "calls" | "rows" |
-//! "write" | "file" | "env" | "print" | "busy" | "panic" | "big-output"}`.
+//! Misbehaves in the way its input (or its `attack` config) asks, so tests
+//! can prove each limit holds: `{"attack": "loop" | "alloc" | "recurse" |
+//! "calls" | "rows" | "write" | "file" | "env" | "print" | "busy" | "panic" |
+//! "big-output"}`.
 
-use duckgate_guest::{json, now_ms, query, Plugin, Value};
+use duckgate_guest::{config, json, now_ms, percentile, query, Plugin, Value};
 
 struct Hostile;
 
 #[inline(never)]
 fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
     pad[(depth % 256) as usize] = depth as u8;
     let mut next = [0u8; 256];
     next.copy_from_slice(pad);
@@ -16,7 +20,9 @@ fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
 
 impl Plugin for Hostile {
     fn run(input: Value) -> Result<Value, String> {
-        match input["attack"].as_str().unwrap_or("") {
+        // Scheduled runs get `{}`: the attack then comes from the config.
+        let attack = input["attack"].as_str().map(String::from).or_else(|| config("attack")).unwrap_or_default();
+        match attack.as_str() {
             "loop" => {
                 let mut x: u64 = 0;
                 loop {
@@ -61,7 +67,7 @@ impl Plugin for Hostile {
                 Ok(json!("printed"))
             }
             "busy" => {
-                let ms = input["ms"].as_u64().unwrap_or(100);
+                let ms = input["ms"].as_u64().or_else(|| config("ms").and_then(|m| m.parse().ok())).unwrap_or(100);
                 let start = now_ms();
                 let mut spins: u64 = 0;
                 while now_ms() < start + ms {
@@ -72,6 +78,17 @@ impl Plugin for Hostile {
                 Ok(json!({ "spins": spins }))
             }
             "panic" => panic!("hostile plugin panicked on purpose"),
+            // Not hostile: for benchmarks of instantiation and host calls.
+            "noop" => Ok(json!(null)),
+            "percentile-loop" => {
+                let n = input["n"].as_u64().unwrap_or(1000);
+                let service = input["service"].as_str().unwrap_or("svc-0");
+                let mut last = None;
+                for _ in 0..n {
+                    last = percentile(service, "duration", 0.99, 600_000).map_err(|e| format!("{e:?}"))?;
+                }
+                Ok(json!({ "calls": n, "last": last }))
+            }
             "big-output" => Ok(json!("x".repeat(input["bytes"].as_u64().unwrap_or(10 << 20) as usize))),
             other => Err(format!("unknown attack {other:?}")),
         }
