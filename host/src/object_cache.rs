@@ -138,7 +138,9 @@ impl ObjectCache {
         Ok(local)
     }
 
-    pub fn stats(&self) -> CacheStats {
+    pub async fn stats(&self) -> CacheStats {
+        // Brings moka's size accounting up to date with recent inserts.
+        self.entries.run_pending_tasks().await;
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),

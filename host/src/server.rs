@@ -179,7 +179,7 @@ async fn pool_stats(State(app): State<AppState>) -> Json<serde_json::Value> {
         "maxSize": queries.max_concurrent,
         "queries": queries,
         "snapshots": app.snapshots.stats(),
-        "object_cache": app.object_cache.stats(),
+        "object_cache": app.object_cache.stats().await,
     }))
 }
 
@@ -193,7 +193,7 @@ async fn snapshot_queue_stats(State(app): State<AppState>) -> Json<serde_json::V
         "completed": s.completed,
         "rejected": s.rejected,
         "queries": app.queries.stats(),
-        "object_cache": app.object_cache.stats(),
+        "object_cache": app.object_cache.stats().await,
     }))
 }
 

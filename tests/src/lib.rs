@@ -35,7 +35,17 @@ pub struct S3Server {
     pub addr: SocketAddr,
     pub root: tempfile::TempDir,
     pub counts: Arc<S3Counts>,
-    _runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        // Tests drop the server inside their own async runtime, where a
+        // blocking shutdown is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl S3Server {
@@ -48,16 +58,18 @@ impl S3Server {
             .enable_all()
             .build()
             .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind S3 server");
-        let addr = listener.local_addr().expect("addr");
+        // Bound here with std: tests call this from inside their own runtime,
+        // where blocking on another one is not allowed.
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind S3 server");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let task_counts = counts.clone();
         runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
             let http = ConnBuilder::new(TokioExecutor::new());
             loop {
                 let Ok((socket, _)) = listener.accept().await else { continue };
@@ -74,7 +86,7 @@ impl S3Server {
                 });
             }
         });
-        S3Server { addr, root, counts, _runtime: runtime }
+        S3Server { addr, root, counts, runtime: Some(runtime) }
     }
 
     pub fn endpoint(&self) -> String {

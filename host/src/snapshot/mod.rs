@@ -55,7 +55,9 @@ impl<'a> SnapshotRequest<'a> {
         let text = std::str::from_utf8(body).map_err(|_| Error::InvalidJson)?;
         let top: BTreeMap<String, &'a RawValue> = match serde_json::from_str(text) {
             Ok(top) => top,
-            Err(e) if e.is_data() => return Err(Error::invalid("request body must be a JSON object")),
+            Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+                return Err(Error::invalid("request body must be a JSON object"))
+            }
             Err(_) => return Err(Error::InvalidJson),
         };
         let small: serde_json::Map<String, Value> = top

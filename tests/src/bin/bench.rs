@@ -158,7 +158,7 @@ fn otlp_spans(service: &str, n: usize, seed: u64, start_ns: u64) -> Vec<u8> {
                 kind: 2,
                 start_time_unix_nano: start_ns - duration,
                 end_time_unix_nano: start_ns,
-                attributes: vec![KeyValue { key: "http.route".into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue("/bench".into())) }) }],
+                attributes: vec![KeyValue { key: "http.route".into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue("/bench".into())) }), ..Default::default() }],
                 ..Default::default()
             }
         })
@@ -166,7 +166,7 @@ fn otlp_spans(service: &str, n: usize, seed: u64, start_ns: u64) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![KeyValue { key: "service.name".into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }) }],
+                attributes: vec![KeyValue { key: "service.name".into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }), ..Default::default() }],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
