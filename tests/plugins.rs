@@ -134,6 +134,8 @@ async fn hostile_plugins_hit_their_limits_and_the_host_keeps_serving() {
     let (_, r) = run(&gw, "hostile", json!({"attack": "recurse"})).await;
     assert_eq!(outcome(&r)["status"], "trap", "{r}");
     assert!(outcome(&r)["reason"].as_str().unwrap().contains("stack overflow"), "{r}");
+    let (status, _) = run(&gw, "hostile", json!({"attack": "noop"})).await;
+    assert_eq!(status, 200, "a trapped instance leaves nothing behind");
 
     let (_, r) = run(&gw, "hostile", json!({"attack": "calls"})).await;
     assert_eq!((outcome(&r)["status"].as_str(), outcome(&r)["limit"].as_str()), (Some("limit"), Some("host_calls")), "{r}");
@@ -169,7 +171,7 @@ async fn hostile_plugins_hit_their_limits_and_the_host_keeps_serving() {
 
     // Every run was recorded.
     let (_, runs) = gw.get("/plugins/hostile/runs?limit=100").await;
-    assert_eq!(runs["runs"].as_array().unwrap().len(), 12);
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 13);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -396,4 +398,22 @@ async fn the_cli_manages_the_whole_lifecycle() {
     let dead = format!("http://127.0.0.1:{}", duckgate_e2e::free_port());
     let (ok, _, err) = tokio::task::spawn_blocking(move || cli(&dead, &["plugin", "ls"])).await.unwrap();
     assert!(!ok && err.contains("is `duckgate serve` running?"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guest_sdk_readme_example_is_the_built_plugin_and_runs() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/README.md")).unwrap();
+    let block = readme.split("`src/lib.rs`:\n\n```rust\n").nth(1).and_then(|rest| rest.split("```").next()).expect("README example");
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/p99-watch/src/lib.rs")).unwrap();
+    assert!(source.ends_with(block), "plugins/p99-watch/src/lib.rs must be the README's example verbatim");
+
+    let gw = Gateway::start().await;
+    ingest(&gw, "quick", 20, 10, 0).await;
+    ingest(&gw, "sluggish", 20, 900, 0).await;
+    let (status, body) = push(&gw, "p99-watch", "p99-watch", "config.threshold_ms=500").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, out) = run(&gw, "p99-watch", json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["output"], json!({"slow": ["sluggish"]}));
+    assert_eq!(alerts(&gw, "plugin=p99-watch").await[0]["message"], "sluggish p99 900 ms");
 }

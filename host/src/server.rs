@@ -124,7 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshot", post(snapshot))
         .route("/query", post(query))
         .merge(crate::live::routes::routes())
-        .merge(crate::plugins::routes::routes(state.config.max_plugin_size.as_u64() as usize))
+        .merge(crate::plugins::routes::routes(body_limit.max(state.config.max_plugin_size.as_u64() as usize + 1)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -430,7 +430,11 @@ pub fn trap_reason(err: &wasmtime::Error) -> TrapReason {
         Some(Trap::Interrupt) => TrapReason::Timeout,
         Some(Trap::StackOverflow) => TrapReason::Trap("stack overflow (recursion too deep)".into()),
         Some(Trap::UnreachableCodeReached) => TrapReason::Trap("unreachable executed (the plugin panicked or aborted)".into()),
-        Some(Trap::MemoryOutOfBounds) => TrapReason::Trap("out-of-bounds memory access".into()),
+        // Rust guests keep their stack in linear memory: recursion that runs
+        // past it shows up as an out-of-bounds access, not a wasm stack overflow.
+        Some(Trap::MemoryOutOfBounds) => TrapReason::Trap(
+            "out-of-bounds memory access (for Rust plugins usually a stack overflow: recursion too deep)".into(),
+        ),
         Some(trap) => TrapReason::Trap(trap.to_string()),
         None => TrapReason::Trap(format!("{err:#}")),
     }

@@ -26,12 +26,15 @@ use crate::live::routes::parse_since;
 use crate::query::json::rows_as_values;
 use crate::server::AppState;
 
-pub fn routes(max_plugin_bytes: usize) -> Router<AppState> {
+/// `max_body_bytes` bounds what the upload route reads: the plugin size limit
+/// is checked in the handler so an oversized upload still gets its 400 (a
+/// server that stops reading mid-body leaves the client with a broken pipe).
+pub fn routes(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/plugins", get(list))
         .route(
             "/plugins/{name}",
-            get(show).put(upload).delete(remove).layer(DefaultBodyLimit::max(max_plugin_bytes + 1)),
+            get(show).put(upload).delete(remove).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
         .route("/plugins/{name}/run", post(run))
         .route("/plugins/{name}/runs", get(runs))
