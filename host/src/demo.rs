@@ -217,7 +217,7 @@ pub async fn run(config: Config, plugins_dir: PathBuf) -> anyhow::Result<()> {
         let r = api.post(&format!("/plugins/{name}/run"), &json!({})).await?;
         let receipt = &r["receipt"];
         println!(
-            "   {name:<20} {} in {:.1} ms: {} host calls, {} alerts",
+            "   {name:<20} {} in {:.1} ms: host calls {}, alerts {}",
             receipt["outcome"]["status"].as_str().unwrap_or("?"),
             receipt["wall_ms"].as_f64().unwrap_or(0.0),
             receipt["host_calls"],

@@ -2,8 +2,9 @@
 //!
 //! Ingest requests hand their rows to this thread and wait. The thread
 //! gathers everything that arrives within `--flush-interval-ms` (or until
-//! 10,000 rows), appends it as Arrow batches in one transaction, commits,
-//! and only then answers every waiter. So an OTLP 200 means the rows are in
+//! 10,000 rows, or until an alert, event or ack arrives), appends it as
+//! Arrow batches in one transaction, commits, and only then answers every
+//! waiter. So an OTLP 200 means the rows are in
 //! DuckDB's write-ahead log, and many small requests share one commit.
 //!
 //! Retention runs on the same thread between commits (deletes are writes);
@@ -170,13 +171,17 @@ fn run(conn: Connection, rx: mpsc::Receiver<Command>, settings: WriterSettings, 
             Err(RecvTimeoutError::Disconnected) => return,
         };
         // Gather a group: until the flush interval ends or the batch is full.
+        // Alerts, events and acks are answered by a person or a plugin that
+        // waits on them: they commit what is gathered at once.
         let deadline = Instant::now() + settings.flush_interval;
+        let mut urgent = !matches!(first, Command::Rows(..));
         let mut group = vec![first];
         let mut rows: usize = group.iter().map(command_rows).sum();
-        while rows < MAX_BATCH_ROWS {
+        while rows < MAX_BATCH_ROWS && !urgent {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(command) => {
                     rows += command_rows(&command);
+                    urgent = !matches!(command, Command::Rows(..));
                     group.push(command);
                 }
                 Err(_) => break,
