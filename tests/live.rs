@@ -174,7 +174,11 @@ async fn otlp_json_gzip_partial_success_and_bad_payloads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn db_query_refuses_writes_caps_rows_and_interrupts_runaways() {
-    let gw = Gateway::builder().arg("--db-query-timeout").arg("1s").start().await;
+    let gw = Gateway::builder().arg("--db-query-timeout").arg("1s").env("DUCKGATE_MAX_RESULT_SIZE", "10MB").start().await;
+    // Rows alone do not bound memory: bytes do.
+    let (status, body) = gw.post("/db/query", &json!({"sql": "SELECT repeat('x', 1000000) AS big FROM range(50)"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("add a LIMIT"), "{body}");
     for sql in [
         "INSERT INTO events_local (timestamp, name, severity, source) VALUES (now(), 'x', 'info', 'x')",
         "DELETE FROM otel_spans_local",

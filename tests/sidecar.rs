@@ -214,6 +214,8 @@ async fn refused_sql_has_no_effect() {
         ("SELECT * FROM read_csv('/etc/passwd')".into(), String::new()),
         ("SELECT * FROM read_text('/etc/hostname')".into(), String::new()),
         ("CREATE TABLE x AS SELECT 1".into(), String::new()),
+        (format!("SELECT * FROM glob('{}/cache/**')", gw.data_dir.display()), String::new()),
+        ("SELECT * FROM read_blob('.tmp/*')".into(), String::new()),
     ];
     for (sql, file) in attempts {
         let (status, body) = gw.post("/query", &query_body(&sql, &[], None)).await;
@@ -320,6 +322,16 @@ async fn the_allowlist_refuses_other_endpoints_before_connecting() {
     assert_eq!(status, 403);
     assert_eq!(s3.counts.put.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!((s3.get_objects(), s3.counts.head.load(std::sync::atomic::Ordering::SeqCst)), counts_before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_results_are_refused_with_a_hint() {
+    let gw = Gateway::builder().env("DUCKGATE_MAX_RESULT_SIZE", "1MB").start().await;
+    let (status, body) = gw.post("/query", &query_body("SELECT range AS i, 'padding' AS p FROM range(1000000)", &[], None)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("add a LIMIT"), "{body}");
+    let r = query_ok(&gw, &query_body("SELECT range AS i FROM range(10000)", &[], None)).await;
+    assert_eq!(r["row_count"], 10000);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -431,4 +443,22 @@ async fn wait_for(gw: &Gateway, ready: impl Fn(&Value) -> bool) {
         assert!(Instant::now() < deadline, "condition not reached: {stats}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_store_can_be_an_s3_bucket_from_the_environment() {
+    let s3 = S3Server::start();
+    let gw = Gateway::builder()
+        .arg("--object-store").arg(format!("s3://{BUCKET}"))
+        .env("AWS_ENDPOINT_URL", s3.endpoint())
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .start()
+        .await;
+    snapshot_ok(&gw, &snapshot_body("env/x.parquet", &[("v", "v", "INTEGER")], json!([{"v": 5}, {"v": 6}]), None)).await;
+    assert!(s3.object_path("env/x.parquet").exists(), "written to the S3 bucket, not the local directory");
+    let r = query_ok(&gw, &query_body("SELECT sum(v) AS s FROM t", &[("t", "env/*.parquet")], None)).await;
+    assert_eq!(r["rows"][0]["s"], 11);
 }

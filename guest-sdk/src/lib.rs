@@ -269,6 +269,21 @@ pub fn query(sql: &str, params: &[Cell]) -> Result<Rows, Error> {
     host::query(sql, params).map(|inner| Rows { inner })
 }
 
+/// Every service with spans or histogram data in the last `window_ms`
+/// milliseconds, sorted.
+pub fn services(window_ms: u64) -> Result<Vec<String>, Error> {
+    let since_us = (now_ms().saturating_sub(window_ms) * 1000) as i64;
+    let rows = query(
+        "SELECT service_name FROM otel_spans_local WHERE timestamp >= make_timestamp(?::BIGINT) \
+         UNION SELECT service_name FROM histogram_buckets_local WHERE timestamp >= make_timestamp(?::BIGINT) \
+         ORDER BY 1",
+        &[Cell::Int(since_us), Cell::Int(since_us)],
+    )?;
+    rows.iter()
+        .map(|r| r.get::<String>("service_name").map_err(|e| Error::Unavailable(e.to_string())))
+        .collect()
+}
+
 /// The `p`-quantile of `metric` for `service` over the last `window_ms`
 /// milliseconds, in milliseconds; `None` without data.
 pub fn percentile(service: &str, metric: &str, p: f64, window_ms: u64) -> Result<Option<f64>, Error> {

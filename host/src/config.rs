@@ -79,6 +79,11 @@ pub struct Config {
     #[arg(long, env = "DUCKGATE_OBJECT_CACHE_SIZE", default_value = "2GiB")]
     pub object_cache_size: ByteSize,
 
+    /// Largest `/query` response; a larger result is refused with a hint
+    /// to add a LIMIT, instead of exhausting memory.
+    #[arg(long, env = "DUCKGATE_MAX_RESULT_SIZE", default_value = "256MB")]
+    pub max_result_size: ByteSize,
+
     /// Largest accepted request body; larger bodies get 413.
     #[arg(long, env = "DUCKGATE_MAX_BODY_SIZE", default_value = "50MB")]
     pub max_body_size: ByteSize,

@@ -115,6 +115,7 @@ impl From<crate::live::pool::ReadError> for Error {
             ReadError::Refused(r) => Error::Sql(r.to_string()),
             ReadError::Sql(m) => Error::Sql(m),
             ReadError::Timeout(_) => Error::Timeout(err.to_string()),
+            ReadError::TooLarge(_) => Error::Invalid(err.to_string()),
             ReadError::Internal(m) => Error::Internal(m),
         }
     }

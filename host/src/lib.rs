@@ -6,6 +6,7 @@
 //! table and [`config`] for every setting.
 
 pub mod admission;
+pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod demo;

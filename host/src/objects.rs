@@ -131,7 +131,7 @@ impl Bucket {
             object_store::Error::Precondition { .. } => {
                 format!("{context}: the object changed while it was read; retry the request")
             }
-            other => format!("{context}: object store request failed: {}", root_cause(other)),
+            other => format!("{context}: object store request failed: {}", summarize(&root_cause(other))),
         };
         Error::Upstream(self.scrub(&mapped))
     }
@@ -197,6 +197,18 @@ pub fn parse_key(field: &str, key: &str) -> Result<ObjectPath, Error> {
         return Err(Error::invalid(format!("{field} must be a non-empty string")));
     }
     ObjectPath::parse(key).map_err(|e| Error::invalid(format!("{field} is not a valid object key: {e}")))
+}
+
+/// Keeps what went wrong and drops what the remote server said: a caller
+/// must not be able to read an arbitrary endpoint's response through our
+/// error messages.
+fn summarize(text: &str) -> String {
+    let cut = text.find(": <").or_else(|| text.find(": {")).unwrap_or(text.len());
+    let mut out: String = text[..cut].chars().take(300).collect();
+    if out.len() < text.len() {
+        out.push_str(" ...");
+    }
+    out
 }
 
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
@@ -308,18 +320,22 @@ impl Stores {
     }
 }
 
+/// The endpoint object_store should call: as given for path-style requests;
+/// with the bucket prepended to the host for virtual-hosted style.
+fn endpoint_for(config: &S3Config) -> Result<String, Error> {
+    if config.force_path_style.unwrap_or(true) {
+        return Ok(config.endpoint.clone());
+    }
+    let mut url = url::Url::parse(&config.endpoint).expect("validated in from_json");
+    let host = format!("{}.{}", config.bucket, url.host_str().unwrap_or_default());
+    url.set_host(Some(&host))
+        .map_err(|e| Error::invalid(format!("s3_config.endpoint cannot take the bucket as a host prefix: {e}")))?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
 fn build_s3(config: &S3Config) -> Result<Bucket, Error> {
     let path_style = config.force_path_style.unwrap_or(true);
-    let endpoint = if path_style {
-        config.endpoint.clone()
-    } else {
-        // Virtual-hosted style wants the bucket in the host name.
-        let mut url = url::Url::parse(&config.endpoint).expect("validated in from_json");
-        let host = format!("{}.{}", config.bucket, url.host_str().unwrap_or_default());
-        url.set_host(Some(&host))
-            .map_err(|e| Error::invalid(format!("s3_config.endpoint cannot take the bucket as a host prefix: {e}")))?;
-        url.as_str().trim_end_matches('/').to_string()
-    };
+    let endpoint = endpoint_for(config)?;
     let store = AmazonS3Builder::new()
         .with_endpoint(endpoint)
         .with_bucket_name(&config.bucket)
@@ -334,7 +350,9 @@ fn build_s3(config: &S3Config) -> Result<Bucket, Error> {
         .map_err(|e| Error::invalid(format!("s3_config is not usable: {e}")))?;
     Ok(Bucket {
         store: Arc::new(store),
-        identity: format!("s3|{}|{}", config.endpoint, config.bucket),
+        // Credentials are part of the identity: a cached object is served
+        // only to callers using the credentials that fetched it.
+        identity: format!("s3|{}|{}|{}", config.endpoint, config.bucket, &config.cache_key()[..16]),
         local_root: None,
         secrets: vec![config.secret_access_key.clone(), config.access_key_id.clone()],
     })
@@ -399,6 +417,23 @@ mod tests {
         assert_eq!(err.to_string(), "s3_config.bucket must be a non-empty string");
         let err = S3Config::from_json(&json!({"endpoint": "ftp://x", "bucket": "b"})).err().unwrap();
         assert!(err.to_string().starts_with("s3_config.endpoint"), "{err}");
+    }
+
+    #[test]
+    fn upstream_bodies_are_not_passed_on() {
+        let text = "Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?><Secret>internal</Secret>";
+        let s = summarize(text);
+        assert!(s.contains("403 Forbidden") && !s.contains("internal"), "{s}");
+    }
+
+    #[test]
+    fn virtual_hosted_style_puts_the_bucket_in_the_host() {
+        let mut c = config("https://s3.eu-west-1.amazonaws.com");
+        assert_eq!(endpoint_for(&c).unwrap(), "https://s3.eu-west-1.amazonaws.com");
+        c.force_path_style = Some(false);
+        assert_eq!(endpoint_for(&c).unwrap(), "https://b.s3.eu-west-1.amazonaws.com");
+        c.endpoint = "http://minio.local:9000".into();
+        assert_eq!(endpoint_for(&c).unwrap(), "http://b.minio.local:9000");
     }
 
     #[test]

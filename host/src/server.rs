@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::admission::Gate;
@@ -66,6 +67,7 @@ impl App {
                 threads: config.duckdb_threads,
                 memory_limit: config.duckdb_memory_limit.clone(),
                 enable_object_cache: config.duckdb_enable_object_cache,
+                temp_root: config.data_dir.join("cache").join("duckdb-tmp"),
             },
             config.max_concurrent_queries.clamp(1, 4),
         )?;
@@ -96,7 +98,7 @@ impl App {
                 max_concurrent: config.plugin_concurrency,
                 max_queue: config.plugin_queue,
             },
-            Arc::new(HostServices { live: live.clone(), runtime: tokio::runtime::Handle::current() }),
+            Arc::new(HostServices { live: live.clone() }),
         )?);
         let registry = Registry::open(config.data_dir.join("plugins"), runtime, config.plugin_run_history)?;
         let plugins = Plugins::new(registry);
@@ -128,17 +130,30 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), count_active))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Counts requests in flight for `/health`.
+/// Counts requests in flight for `/health`; the guard also counts down a
+/// request whose client went away mid-way.
 async fn count_active(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    struct InFlight(AppState);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.active_requests.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
     app.active_requests.fetch_add(1, Ordering::AcqRel);
-    let response = next.run(request).await;
-    app.active_requests.fetch_sub(1, Ordering::AcqRel);
-    response
+    let _in_flight = InFlight(app);
+    next.run(request).await
+}
+
+/// A panic in a handler is a bug; the caller still gets JSON.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    error_body(StatusCode::INTERNAL_SERVER_ERROR, "internal error; the gateway logged it")
 }
 
 /// The sidecar's health body plus the seed SDK server's pool stats. Reads

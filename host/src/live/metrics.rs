@@ -19,7 +19,7 @@ use arrow::datatypes::{Float64Type, Int64Type};
 use duckdb::types::Value as DuckValue;
 use serde::Serialize;
 
-use super::pool::{Read, ReadError, ReadPool};
+use super::pool::{Read, ReadError, ReadPool, INTERNAL_MAX_BYTES};
 
 /// Metric names answered from span durations when no histogram of that name exists.
 pub const SPAN_METRICS: &[&str] = &["duration", "span.duration", "http.server.duration", "http.server.request.duration"];
@@ -154,14 +154,17 @@ impl Lookups {
     async fn read(&self, sql: &str, params: Vec<DuckValue>) -> Result<Vec<arrow::array::RecordBatch>, ReadError> {
         let result = self
             .pool
-            .read(Read { sql: sql.into(), params, max_rows: 100_000, timeout: self.timeout, trusted: true })
+            .read(Read { sql: sql.into(), params, max_rows: 100_000, max_bytes: INTERNAL_MAX_BYTES, timeout: self.timeout, trusted: true })
             .await?;
+        if result.truncated {
+            return Err(ReadError::Internal("a lookup read more than 100,000 rows; narrow the window".into()));
+        }
         Ok(result.batches)
     }
 
     async fn compute_percentile(&self, service: &str, metric: &str, p: f64, window_ms: u64) -> Result<Percentile, ReadError> {
         let now = chrono::Utc::now();
-        let cutoff = now.timestamp_micros() - window_ms as i64 * 1000;
+        let cutoff = cutoff_us(now, window_ms);
         let buckets = self
             .read(
                 "SELECT bucket_lower, bucket_le, sum(count)::BIGINT FROM histogram_buckets_local \
@@ -212,7 +215,7 @@ impl Lookups {
 
     async fn compute_error_rate(&self, service: &str, window_ms: u64) -> Result<ErrorRate, ReadError> {
         let now = chrono::Utc::now();
-        let cutoff = now.timestamp_micros() - window_ms as i64 * 1000;
+        let cutoff = cutoff_us(now, window_ms);
         let counts = |batches: Vec<arrow::array::RecordBatch>| -> (u64, u64) {
             batches
                 .first()
@@ -250,6 +253,14 @@ impl Lookups {
         let source = if total > 0 { "histogram" } else { "spans" };
         Ok(ErrorRate { value: rate(errors, total), errors, total, window_ms, source, timestamp: now.timestamp_millis() })
     }
+}
+
+/// Longest window a lookup may ask for (ten years, far beyond any retention).
+pub const MAX_WINDOW_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// Microseconds since the epoch at the start of the window ending `now`.
+pub fn cutoff_us(now: chrono::DateTime<chrono::Utc>, window_ms: u64) -> i64 {
+    now.timestamp_micros() - window_ms.min(MAX_WINDOW_MS) as i64 * 1000
 }
 
 /// One stored bucket: (lower, upper] with its count.

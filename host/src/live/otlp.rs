@@ -126,7 +126,7 @@ pub fn traces(bytes: &[u8], encoding: Encoding) -> Result<(Rows, ExportTraceServ
                     span_id: hex::encode(&s.span_id),
                     parent_span_id: (!s.parent_span_id.is_empty()).then(|| hex::encode(&s.parent_span_id)),
                     service_name: service.clone(),
-                    span_name: s.name.clone(),
+                    span_name: clip(s.name.clone(), MAX_SPAN_NAME),
                     span_kind: span_kind(s.kind).into(),
                     duration_ms: (s.end_time_unix_nano - s.start_time_unix_nano) as f64 / 1e6,
                     is_error,
@@ -291,7 +291,7 @@ fn histogram_rows(
         rows.push(BucketRow {
             timestamp_us: (point.time_unix_nano / 1000) as i64,
             service_name: service.into(),
-            metric_name: name.into(),
+            metric_name: clip(name.to_string(), MAX_NAME),
             unit: unit.into(),
             http_method: str_attr(attrs, &["http.request.method", "http.method"]),
             http_route: str_attr(attrs, &["http.route"]),
@@ -305,6 +305,24 @@ fn histogram_rows(
     Ok(rows)
 }
 
+/// Longest service name, span name or string attribute kept, in bytes.
+const MAX_NAME: usize = 256;
+const MAX_SPAN_NAME: usize = 1024;
+/// Longest attributes JSON kept per row; longer is replaced by a marker.
+const MAX_ATTRIBUTES: usize = 16 * 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 fn note(reasons: &mut Vec<String>, reason: &str) {
     if !reasons.iter().any(|r| r == reason) {
         reasons.push(reason.to_string());
@@ -312,7 +330,7 @@ fn note(reasons: &mut Vec<String>, reason: &str) {
 }
 
 fn service_name(resource: &[KeyValue]) -> String {
-    str_attr(resource, &["service.name"]).unwrap_or_else(|| "unknown_service".into())
+    clip(str_attr(resource, &["service.name"]).unwrap_or_else(|| "unknown_service".into()), MAX_NAME)
 }
 
 fn span_kind(kind: i32) -> &'static str {
@@ -335,7 +353,7 @@ fn find<'a>(attrs: &'a [KeyValue], keys: &[&str]) -> Option<&'a any_value::Value
 
 fn str_attr(attrs: &[KeyValue], keys: &[&str]) -> Option<String> {
     match find(attrs, keys)? {
-        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::StringValue(s) => Some(clip(s.clone(), MAX_NAME)),
         any_value::Value::IntValue(i) => Some(i.to_string()),
         _ => None,
     }
@@ -355,7 +373,11 @@ fn attributes_json(attrs: &[KeyValue]) -> String {
     for kv in attrs {
         map.insert(kv.key.clone(), any_to_json(kv.value.as_ref()));
     }
-    Value::Object(map).to_string()
+    let text = Value::Object(map).to_string();
+    if text.len() > MAX_ATTRIBUTES {
+        return format!("{{\"_truncated\":true,\"_bytes\":{}}}", text.len());
+    }
+    text
 }
 
 fn any_to_json(value: Option<&AnyValue>) -> Value {

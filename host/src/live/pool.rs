@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use duckdb::types::Value as DuckValue;
-use duckdb::{Connection, InterruptHandle};
+use duckdb::Connection;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::cancel::{Cancel, CancelOnDrop};
 use crate::statement::{check_read_only, Refusal};
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub enum ReadError {
     Sql(String),
     #[error("query exceeded its {} ms timeout and was cancelled", .0.as_millis())]
     Timeout(Duration),
+    #[error("the result is larger than {0} bytes; add a LIMIT, select fewer columns or aggregate")]
+    TooLarge(usize),
     #[error("the live store failed: {0}")]
     Internal(String),
 }
@@ -83,19 +86,15 @@ pub struct Read {
     pub sql: String,
     pub params: Vec<DuckValue>,
     pub max_rows: usize,
+    /// Bytes of Arrow data the result may hold; past it the read fails
+    /// (rows alone do not bound memory: one row can hold a huge string).
+    pub max_bytes: usize,
     pub timeout: Duration,
     pub trusted: bool,
 }
 
-struct InterruptOnDrop(Option<Arc<InterruptHandle>>);
-
-impl Drop for InterruptOnDrop {
-    fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
-            h.interrupt();
-        }
-    }
-}
+/// Bytes an internal lookup may read.
+pub const INTERNAL_MAX_BYTES: usize = 64 << 20;
 
 impl ReadPool {
     pub fn new(source: Connection, settings: PoolSettings) -> Self {
@@ -165,11 +164,13 @@ impl ReadPool {
         let conn = self.checkout()?;
         self.in_use.fetch_add(1, Ordering::AcqRel);
         self.queries.fetch_add(1, Ordering::Relaxed);
-        let mut interrupt = InterruptOnDrop(Some(conn.conn.interrupt_handle()));
+        let cancel = Cancel::new(&conn.conn);
+        let mut guard = CancelOnDrop::new(cancel.clone());
+        let work_cancel = cancel.clone();
         let pool = self.clone();
         let sql_for_log = if read.trusted { None } else { Some(read.sql.clone()) };
         let mut work = tokio::task::spawn_blocking(move || {
-            let result = run_read(&conn.conn, &read);
+            let result = run_read(&conn.conn, &read, &work_cancel);
             let healthy = !matches!(result, Err(ReadError::Internal(_)));
             pool.in_use.fetch_sub(1, Ordering::AcqRel);
             pool.checkin(conn, healthy);
@@ -178,12 +179,12 @@ impl ReadPool {
         });
         let result = match tokio::time::timeout_at(deadline.into(), &mut work).await {
             Ok(joined) => {
-                interrupt.0 = None;
+                guard.disarm();
                 joined.map_err(|e| ReadError::Internal(e.to_string()))?
             }
             Err(_) => {
-                drop(interrupt);
-                let _ = tokio::time::timeout(Duration::from_secs(5), work).await;
+                guard.disarm();
+                cancel.stop(&mut work, Duration::from_secs(5)).await;
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(ReadError::Timeout(timeout))
             }
@@ -196,7 +197,10 @@ impl ReadPool {
     }
 }
 
-fn run_read(conn: &Connection, read: &Read) -> Result<ReadResult, ReadError> {
+fn run_read(conn: &Connection, read: &Read, cancel: &Cancel) -> Result<ReadResult, ReadError> {
+    if cancel.is_cancelled() {
+        return Err(ReadError::Timeout(read.timeout));
+    }
     if !read.trusted {
         check_read_only(conn, &read.sql).map_err(|r| match r {
             Refusal::Syntax(m) => ReadError::Sql(m),
@@ -204,12 +208,12 @@ fn run_read(conn: &Connection, read: &Read) -> Result<ReadResult, ReadError> {
         })?;
     }
     conn.execute_batch("BEGIN TRANSACTION READ ONLY").map_err(|e| ReadError::Internal(e.to_string()))?;
-    let result = stream_rows(conn, read);
+    let result = if cancel.is_cancelled() { Err(ReadError::Timeout(read.timeout)) } else { stream_rows(conn, read, cancel) };
     let _ = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     result
 }
 
-fn stream_rows(conn: &Connection, read: &Read) -> Result<ReadResult, ReadError> {
+fn stream_rows(conn: &Connection, read: &Read, cancel: &Cancel) -> Result<ReadResult, ReadError> {
     let sql_error = |e: duckdb::Error| {
         let text = e.to_string();
         if text.starts_with("Out of Memory Error") || text.starts_with("Internal Error") || text.starts_with("FATAL") {
@@ -225,9 +229,17 @@ fn stream_rows(conn: &Connection, read: &Read) -> Result<ReadResult, ReadError> 
     let schema = stream.get_schema();
     let mut batches = Vec::new();
     let mut rows = 0;
+    let mut bytes = 0;
     let mut truncated = false;
     for batch in stream {
+        if cancel.is_cancelled() {
+            return Err(ReadError::Timeout(read.timeout));
+        }
         let batch = batch.map_err(sql_error)?;
+        bytes += batch.get_array_memory_size();
+        if bytes > read.max_bytes {
+            return Err(ReadError::TooLarge(read.max_bytes));
+        }
         if rows + batch.num_rows() > read.max_rows {
             let keep = read.max_rows - rows;
             if keep > 0 {

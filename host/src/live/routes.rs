@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::collector::{CPU_METRIC, MEMORY_TOTAL_METRIC, MEMORY_USED_METRIC, MEMORY_UTILIZATION_METRIC};
 use super::otlp::{self, Encoding};
-use super::pool::{param, Read};
+use super::pool::{param, Read, INTERNAL_MAX_BYTES};
 use super::writer::EventRow;
 use crate::error::Error;
 use crate::query::json::{rows_as_values, write_columns_and_rows};
@@ -106,49 +106,36 @@ fn otlp_payload(
     Ok((bytes, encoding))
 }
 
-async fn store(app: &AppState, rows: super::rows::Rows, encoding: Encoding) -> Result<(), Response> {
-    app.live.writer.write(rows).await.map_err(|e| {
-        let status = match e {
-            super::writer::WriteError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        otlp_error(status, &e.to_string(), encoding)
-    })
+/// One OTLP export: read and decode the payload off the async runtime,
+/// store its rows (answered once committed), reply in the request's encoding.
+async fn ingest<M, D>(app: AppState, headers: HeaderMap, body: Result<Bytes, BytesRejection>, decode: D) -> Response
+where
+    M: prost::Message + serde::Serialize + Send + 'static,
+    D: FnOnce(&[u8], Encoding) -> Result<(super::rows::Rows, M), otlp::DecodeError> + Send + 'static,
+{
+    let (bytes, encoding) = match otlp_payload(&app, &headers, body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (rows, response) = match tokio::task::spawn_blocking(move || decode(&bytes, encoding)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return otlp_error(StatusCode::BAD_REQUEST, &e.to_string(), encoding),
+        Err(e) => return otlp_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), encoding),
+    };
+    if let Err(e) = app.live.writer.write(rows).await {
+        // Retryable for the exporter: the queue is full or the writer is down.
+        return otlp_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), encoding);
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], otlp::encode(&response, encoding)).into_response()
 }
 
 async fn ingest_traces(State(app): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let (bytes, encoding) = match otlp_payload(&app, &headers, body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let decoded = tokio::task::spawn_blocking(move || otlp::traces(&bytes, encoding)).await;
-    let (rows, response): (_, ExportTraceServiceResponse) = match decoded {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return otlp_error(StatusCode::BAD_REQUEST, &e.to_string(), encoding),
-        Err(e) => return otlp_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), encoding),
-    };
-    if let Err(r) = store(&app, rows, encoding).await {
-        return r;
-    }
-    (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], otlp::encode(&response, encoding)).into_response()
+    ingest::<ExportTraceServiceResponse, _>(app, headers, body, otlp::traces).await
 }
 
 async fn ingest_metrics(State(app): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let (bytes, encoding) = match otlp_payload(&app, &headers, body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let app2 = app.clone();
-    let decoded = tokio::task::spawn_blocking(move || otlp::metrics(&bytes, encoding, &app2.live.deltas)).await;
-    let (rows, response): (_, ExportMetricsServiceResponse) = match decoded {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return otlp_error(StatusCode::BAD_REQUEST, &e.to_string(), encoding),
-        Err(e) => return otlp_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), encoding),
-    };
-    if let Err(r) = store(&app, rows, encoding).await {
-        return r;
-    }
-    (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], otlp::encode(&response, encoding)).into_response()
+    let live = app.live.clone();
+    ingest::<ExportMetricsServiceResponse, _>(app, headers, body, move |bytes, encoding| otlp::metrics(bytes, encoding, &live.deltas)).await
 }
 
 async fn db_query(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, Error> {
@@ -169,7 +156,14 @@ async fn db_query(State(app): State<AppState>, body: Result<Bytes, BytesRejectio
     let result = app
         .live
         .pool
-        .read(Read { sql, params, max_rows, timeout: app.config.db_query_timeout(), trusted: false })
+        .read(Read {
+            sql,
+            params,
+            max_rows,
+            max_bytes: app.config.max_result_size.as_u64() as usize,
+            timeout: app.config.db_query_timeout(),
+            trusted: false,
+        })
         .await?;
     let columns: Vec<String> = result.schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut out = Vec::with_capacity(1024);
@@ -197,8 +191,11 @@ fn number<T: std::str::FromStr>(q: &HashMap<String, String>, name: &str, default
 
 fn window(q: &HashMap<String, String>) -> Result<u64, Error> {
     let w: u64 = number(q, "window_ms", Some(300_000), "a positive number of milliseconds")?;
-    if w == 0 {
-        return Err(Error::invalid("query parameter window_ms must be a positive number of milliseconds"));
+    if w == 0 || w > super::metrics::MAX_WINDOW_MS {
+        return Err(Error::invalid(format!(
+            "query parameter window_ms must be between 1 and {} milliseconds",
+            super::metrics::MAX_WINDOW_MS
+        )));
     }
     Ok(w)
 }
@@ -226,7 +223,7 @@ async fn internal_read(app: &AppState, sql: &str, params: Vec<duckdb::types::Val
     let result = app
         .live
         .pool
-        .read(Read { sql: sql.into(), params, max_rows, timeout, trusted: true })
+        .read(Read { sql: sql.into(), params, max_rows, max_bytes: INTERNAL_MAX_BYTES, timeout, trusted: true })
         .await?;
     Ok(rows_as_values(&result.batches))
 }
@@ -237,7 +234,7 @@ async fn slow_traces(State(app): State<AppState>, Query(q): Params) -> Result<Js
     let window_ms = window(&q)?;
     let limit: usize = number(&q, "limit", Some(20), "a positive integer")?;
     let limit = limit.clamp(1, 1000);
-    let cutoff = chrono::Utc::now().timestamp_micros() - window_ms as i64 * 1000;
+    let cutoff = super::metrics::cutoff_us(chrono::Utc::now(), window_ms);
     let rows = internal_read(
         &app,
         "SELECT trace_id, span_id, service_name, span_name, duration_ms, timestamp, http_status, http_method, http_route, is_error \
@@ -315,7 +312,7 @@ async fn emit(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) 
 /// `since` as epoch milliseconds or an ISO 8601 timestamp.
 pub fn parse_since(text: &str) -> Result<i64, Error> {
     if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms * 1000);
+        return ms.checked_mul(1000).ok_or_else(|| Error::invalid("since is out of range"));
     }
     chrono::DateTime::parse_from_rfc3339(text.trim())
         .map(|t| t.timestamp_micros())

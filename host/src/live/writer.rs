@@ -26,6 +26,10 @@ use super::schema::RETAINED;
 /// Commit at this many rows even before the flush interval ends.
 pub const MAX_BATCH_ROWS: usize = 10_000;
 
+/// Rows per Arrow batch handed to the appender: keeps every batch small
+/// however large one request is.
+const APPEND_CHUNK: usize = 8192;
+
 /// An event for `events_local` (from `/emit`, and later plugin alerts).
 #[derive(Debug, Clone)]
 pub struct EventRow {
@@ -188,7 +192,13 @@ fn run(conn: Connection, rx: mpsc::Receiver<Command>, settings: WriterSettings, 
             }
         }
         counters.queued.fetch_sub(group.len(), Ordering::AcqRel);
-        commit(&conn, group, &counters);
+        // A bug in one group must not stop the only writer: its waiters see
+        // their channel close (a retryable error) and the next group goes on.
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&conn, group, &counters)));
+        if committed.is_err() {
+            tracing::error!("the live writer panicked on a group; its requests failed, the writer goes on");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         if Instant::now() >= next_retention {
             retain(&conn, settings.retention, &counters);
             next_retention = Instant::now() + settings.retention_every;
@@ -235,17 +245,23 @@ fn commit(conn: &Connection, group: Vec<Command>, counters: &Counters) {
         let appended = (|| {
             if !all.spans.is_empty() {
                 let mut appender = conn.appender("otel_spans_local")?;
-                appender.append_record_batch(spans_batch(&all.spans))?;
+                for chunk in all.spans.chunks(APPEND_CHUNK) {
+                    appender.append_record_batch(spans_batch(chunk))?;
+                }
                 appender.flush()?;
             }
             if !all.buckets.is_empty() {
                 let mut appender = conn.appender("histogram_buckets_local")?;
-                appender.append_record_batch(buckets_batch(&all.buckets))?;
+                for chunk in all.buckets.chunks(APPEND_CHUNK) {
+                    appender.append_record_batch(buckets_batch(chunk))?;
+                }
                 appender.flush()?;
             }
             if !all.metrics.is_empty() {
                 let mut appender = conn.appender("system_metrics_local")?;
-                appender.append_record_batch(metrics_batch(&all.metrics))?;
+                for chunk in all.metrics.chunks(APPEND_CHUNK) {
+                    appender.append_record_batch(metrics_batch(chunk))?;
+                }
                 appender.flush()?;
             }
             let mut ids = Vec::with_capacity(events.len());

@@ -33,7 +33,6 @@ use crate::query::json::write_value;
 /// What an invocation may reach outside itself.
 pub struct HostServices {
     pub live: Arc<LiveStore>,
-    pub runtime: tokio::runtime::Handle,
 }
 
 /// Caps linear memory summed over every memory of the instance, and
@@ -165,19 +164,49 @@ impl Invocation {
         self.log.push(LogLine { level: level.into(), message: message.into() });
     }
 
+    async fn raise(&mut self, alert: host::Alert) -> Result<(), host::Error> {
+        if self.usage.alerts >= self.limits.alerts {
+            return Err(host::Error::QuotaExceeded(LimitKind::Alerts.describe(&self.limits)));
+        }
+        if alert.name.trim().is_empty() {
+            return Err(host::Error::InvalidArgument("alert name must not be empty".into()));
+        }
+        let data: serde_json::Value = serde_json::from_str(&alert.data)
+            .map_err(|e| host::Error::InvalidArgument(format!("alert data is not JSON: {e}")))?;
+        let row = AlertRow {
+            plugin: self.plugin.clone(),
+            name: alert.name,
+            severity: match alert.severity {
+                host::Severity::Info => AlertSeverity::Info,
+                host::Severity::Warning => AlertSeverity::Warning,
+                host::Severity::Critical => AlertSeverity::Critical,
+            },
+            message: alert.message,
+            data,
+            dedup_key: alert.dedup_key,
+        };
+        let live = self.services.live.clone();
+        live.alerts.raise(row).await.map_err(|e| host::Error::Unavailable(e.to_string()))?;
+        self.usage.alerts += 1;
+        Ok(())
+    }
+
     fn read_error(&self, e: ReadError) -> host::Error {
         match e {
             ReadError::Refused(r) => host::Error::ReadOnly(r.to_string()),
+            // An unknown table, view or function: the plugin named something absent.
+            ReadError::Sql(m) if m.starts_with("Catalog Error") => host::Error::NotFound(m),
             ReadError::Sql(m) => host::Error::InvalidSql(m),
             ReadError::Timeout(_) => host::Error::Timeout(format!(
                 "the invocation's {} ms ran out during the call; the query was cancelled",
                 self.limits.timeout_ms
             )),
+            ReadError::TooLarge(_) => host::Error::QuotaExceeded(e.to_string()),
             ReadError::Internal(m) => host::Error::Unavailable(m),
         }
     }
 
-    fn run_query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, host::Error> {
+    async fn run_query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, host::Error> {
         let left_for_invocation = self.limits.rows_per_invocation.saturating_sub(self.usage.rows_read);
         if left_for_invocation == 0 {
             return Err(host::Error::RowLimit(self.limits.rows_per_invocation));
@@ -191,12 +220,15 @@ impl Invocation {
             sql,
             params: params.iter().map(to_duck).collect(),
             max_rows: per_query as usize,
+            // The rows are copied into the plugin's memory: more than its
+            // whole memory cannot be useful.
+            max_bytes: self.limits.memory_bytes as usize,
             timeout,
             trusted: false,
         };
         self.usage.queries += 1;
         let pool = self.services.live.pool.clone();
-        let result = self.services.runtime.block_on(pool.read(read)).map_err(|e| self.read_error(e))?;
+        let result = pool.read(read).await.map_err(|e| self.read_error(e))?;
         self.usage.rows_read += result.rows as u64;
         if result.truncated {
             return Err(host::Error::RowLimit(if per_query == self.limits.rows_per_query {
@@ -216,14 +248,14 @@ impl WasiView for Invocation {
 }
 
 impl host::Host for Invocation {
-    fn query(&mut self, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, host::Error>> {
+    async fn query(&mut self, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, host::Error>> {
         let entered = self.enter()?;
-        let result = self.run_query(sql, params);
+        let result = self.run_query(sql, params).await;
         self.leave(entered);
         Ok(result)
     }
 
-    fn percentile(&mut self, service: String, metric: String, p: f64, window_ms: u64) -> wasmtime::Result<Result<Option<f64>, host::Error>> {
+    async fn percentile(&mut self, service: String, metric: String, p: f64, window_ms: u64) -> wasmtime::Result<Result<Option<f64>, host::Error>> {
         let entered = self.enter()?;
         let result = if !(p > 0.0 && p <= 1.0) {
             Err(host::Error::InvalidArgument(format!("p must be in (0, 1], got {p}")))
@@ -231,7 +263,7 @@ impl host::Host for Invocation {
             Err(host::Error::InvalidArgument("window-ms must be positive".into()))
         } else {
             let live = self.services.live.clone();
-            match self.services.runtime.block_on(live.lookups.percentile(&service, &metric, p, window_ms)) {
+            match live.lookups.percentile(&service, &metric, p, window_ms).await {
                 Ok((value, hit)) => {
                     self.usage.cache_hits += hit as u64;
                     Ok(value.value)
@@ -243,13 +275,13 @@ impl host::Host for Invocation {
         Ok(result)
     }
 
-    fn error_rate(&mut self, service: String, window_ms: u64) -> wasmtime::Result<Result<host::ErrorStats, host::Error>> {
+    async fn error_rate(&mut self, service: String, window_ms: u64) -> wasmtime::Result<Result<host::ErrorStats, host::Error>> {
         let entered = self.enter()?;
         let result = if window_ms == 0 {
             Err(host::Error::InvalidArgument("window-ms must be positive".into()))
         } else {
             let live = self.services.live.clone();
-            match self.services.runtime.block_on(live.lookups.error_rate(&service, window_ms)) {
+            match live.lookups.error_rate(&service, window_ms).await {
                 Ok((value, hit)) => {
                     self.usage.cache_hits += hit as u64;
                     Ok(host::ErrorStats { rate: value.value, errors: value.errors, total: value.total })
@@ -261,37 +293,9 @@ impl host::Host for Invocation {
         Ok(result)
     }
 
-    fn emit_alert(&mut self, alert: host::Alert) -> wasmtime::Result<Result<(), host::Error>> {
+    async fn emit_alert(&mut self, alert: host::Alert) -> wasmtime::Result<Result<(), host::Error>> {
         let entered = self.enter()?;
-        let result = (|| {
-            if self.usage.alerts >= self.limits.alerts {
-                return Err(host::Error::QuotaExceeded(LimitKind::Alerts.describe(&self.limits)));
-            }
-            if alert.name.trim().is_empty() {
-                return Err(host::Error::InvalidArgument("alert name must not be empty".into()));
-            }
-            let data: serde_json::Value = serde_json::from_str(&alert.data)
-                .map_err(|e| host::Error::InvalidArgument(format!("alert data is not JSON: {e}")))?;
-            let row = AlertRow {
-                plugin: self.plugin.clone(),
-                name: alert.name,
-                severity: match alert.severity {
-                    host::Severity::Info => AlertSeverity::Info,
-                    host::Severity::Warning => AlertSeverity::Warning,
-                    host::Severity::Critical => AlertSeverity::Critical,
-                },
-                message: alert.message,
-                data,
-                dedup_key: alert.dedup_key,
-            };
-            let live = self.services.live.clone();
-            self.services
-                .runtime
-                .block_on(live.alerts.raise(row))
-                .map_err(|e| host::Error::Unavailable(e.to_string()))?;
-            self.usage.alerts += 1;
-            Ok(())
-        })();
+        let result = self.raise(alert).await;
         self.leave(entered);
         Ok(result)
     }

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// No invocation may run longer than a day.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
 /// The limits an invocation runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -55,7 +58,7 @@ impl LimitOverrides {
     pub fn resolve(&self, defaults: &Limits, memory_ceiling: u64) -> Limits {
         Limits {
             memory_bytes: self.memory_bytes.unwrap_or(defaults.memory_bytes).min(memory_ceiling),
-            timeout_ms: self.timeout_ms.unwrap_or(defaults.timeout_ms).max(1),
+            timeout_ms: self.timeout_ms.unwrap_or(defaults.timeout_ms).clamp(1, MAX_TIMEOUT_MS),
             rows_per_query: self.rows_per_query.unwrap_or(defaults.rows_per_query),
             rows_per_invocation: self.rows_per_invocation.unwrap_or(defaults.rows_per_invocation),
             host_calls: self.host_calls.unwrap_or(defaults.host_calls),

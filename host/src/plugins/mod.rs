@@ -97,6 +97,15 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "duckgate:plugin/plugin",
-        imports: { default: trappable },
+        // Calls that wait on DuckDB or the writer are async, so a timed-out
+        // invocation is cancelled by dropping it, host call and all.
+        imports: {
+            "duckgate:plugin/host.query": async | trappable,
+            "duckgate:plugin/host.percentile": async | trappable,
+            "duckgate:plugin/host.error-rate": async | trappable,
+            "duckgate:plugin/host.emit-alert": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
     });
 }

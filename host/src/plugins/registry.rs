@@ -70,6 +70,22 @@ struct History {
     lines_in_file: usize,
 }
 
+impl History {
+    fn push(&mut self, receipt: Receipt, limit: usize) {
+        self.runs += 1;
+        if receipt.outcome.is_ok() {
+            self.consecutive_failures = 0;
+        } else {
+            self.failures += 1;
+            self.consecutive_failures += 1;
+        }
+        self.receipts.push_back(receipt);
+        while self.receipts.len() > limit {
+            self.receipts.pop_front();
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Counters {
     pub runs: u64,
@@ -237,17 +253,7 @@ impl Registry {
         for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
             history.lines_in_file += 1;
             if let Ok(receipt) = serde_json::from_str::<Receipt>(&line) {
-                history.runs += 1;
-                if receipt.outcome.is_ok() {
-                    history.consecutive_failures = 0;
-                } else {
-                    history.failures += 1;
-                    history.consecutive_failures += 1;
-                }
-                history.receipts.push_back(receipt);
-                if history.receipts.len() > self.history_limit {
-                    history.receipts.pop_front();
-                }
+                history.push(receipt, self.history_limit);
             }
         }
         self.history.lock().expect("history lock").insert(name.to_string(), history);
@@ -258,17 +264,7 @@ impl Registry {
     pub fn record(&self, name: &str, receipt: &Receipt) {
         let mut all = self.history.lock().expect("history lock");
         let history = all.entry(name.to_string()).or_default();
-        history.runs += 1;
-        if receipt.outcome.is_ok() {
-            history.consecutive_failures = 0;
-        } else {
-            history.failures += 1;
-            history.consecutive_failures += 1;
-        }
-        history.receipts.push_back(receipt.clone());
-        while history.receipts.len() > self.history_limit {
-            history.receipts.pop_front();
-        }
+        history.push(receipt.clone(), self.history_limit);
         let path = self.runs_path(name);
         let line = serde_json::to_string(receipt).expect("receipts serialize");
         let result = if history.lines_in_file + 1 > 2 * self.history_limit {

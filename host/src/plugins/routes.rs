@@ -262,6 +262,7 @@ async fn alerts(State(app): State<AppState>, Query(q): Query<BTreeMap<String, St
                 .into(),
             params: vec![since.into(), DuckValue::Text(plugin.clone()), DuckValue::Text(plugin), DuckValue::Text(severity.clone()), DuckValue::Text(severity), (limit as i64).into()],
             max_rows: limit,
+            max_bytes: crate::live::pool::INTERNAL_MAX_BYTES,
             timeout: Duration::from_secs(10),
             trusted: true,
         })

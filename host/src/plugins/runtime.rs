@@ -6,8 +6,13 @@
 //!   disk (wasmtime's serialized form), so a restart does not recompile.
 //! - Each plugin version has an `InstancePre` (imports resolved once); each
 //!   invocation gets a fresh `Store`, so nothing leaks between runs.
-//! - A ticker thread advances the engine's epoch every 10 ms; a store's
-//!   deadline is its time limit in ticks, and passing it traps the guest.
+//! - Time is bounded twice: a ticker thread advances the engine's epoch every
+//!   10 ms and a store's deadline (its time limit in ticks) traps guest code
+//!   that computes past it; and the whole call is async under a timeout, so
+//!   an invocation waiting in a host call (a DuckDB query, a WASI sleep) is
+//!   cancelled at the deadline too, the query interrupted with it.
+//! - Guest code runs on a blocking thread (driving its own future), so a
+//!   plugin spinning until its deadline never stalls the HTTP server.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -124,7 +129,7 @@ impl Runtime {
         std::fs::create_dir_all(&settings.cache_dir)?;
         let engine = engine(&settings)?;
         let mut linker = Linker::<Invocation>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut Invocation| state).map_err(|e| anyhow::anyhow!("{e}"))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticking = engine.clone();
@@ -246,8 +251,9 @@ impl Runtime {
         let admitted = self.gate.admit().await.map_err(|full| Busy { running: full.running, queued: full.queued })?;
         let runtime = self.clone();
         let plugin = plugin.to_string();
+        let handle = tokio::runtime::Handle::current();
         let result = tokio::task::spawn_blocking(move || {
-            let result = runtime.invoke_blocking(&plugin, &compiled, config, limits, input);
+            let result = handle.block_on(runtime.invoke_on_this_thread(&plugin, &compiled, config, limits, input));
             drop(admitted);
             result
         })
@@ -277,7 +283,7 @@ impl Runtime {
         }))
     }
 
-    fn invoke_blocking(
+    async fn invoke_on_this_thread(
         &self,
         plugin: &str,
         compiled: &Compiled,
@@ -295,12 +301,20 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
-        let instance = compiled.pre.instantiate(&mut store);
-        let instantiated = started.elapsed();
-        let result = instance.and_then(|instance| instance.call_run(&mut store, &input));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(limits.timeout_ms);
+        let mut instantiated = Duration::ZERO;
+        let call = async {
+            let instance = compiled.pre.instantiate_async(&mut store).await?;
+            instantiated = started.elapsed();
+            instance.call_run(&mut store, &input).await
+        };
+        // Dropping the call on timeout cancels whatever it awaits.
+        let result = tokio::time::timeout_at(deadline, call).await;
         let wall = started.elapsed();
         let state = store.data_mut();
         let (outcome, output) = match result {
+            Err(_elapsed) => (Outcome::Timeout { limit_ms: limits.timeout_ms }, None),
+            Ok(result) => match result {
             Ok(Ok(output)) if output.len() as u64 > limits.result_bytes => (
                 Outcome::Limit {
                     limit: LimitKind::ResultSize,
@@ -311,6 +325,7 @@ impl Runtime {
             Ok(Ok(output)) => (Outcome::Ok, Some(output)),
             Ok(Err(message)) => (Outcome::Error { message }, None),
             Err(err) => (classify(&err, state, &limits), None),
+            },
         };
         let mut log = std::mem::take(&mut state.log);
         let mut log_truncated = state.log_truncated;

@@ -64,8 +64,13 @@ pub fn write_value(out: &mut Vec<u8>, array: &dyn Array, row: usize) {
         DataType::FixedSizeBinary(_) => write_blob(out, array.as_fixed_size_binary().value(row)),
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(row);
-            let date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(days as i64);
-            write_str(out, &date.format("%Y-%m-%d").to_string());
+            let date = NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(days as i64)));
+            match date {
+                Some(date) => write_str(out, &date.format("%Y-%m-%d").to_string()),
+                // Beyond chrono's range (DuckDB's dates reach further, and 'infinity').
+                None => write_formatted(out, array, row),
+            }
         }
         DataType::Date64 => {
             let ms = array.as_primitive::<Date64Type>().value(row);
@@ -138,32 +143,42 @@ pub fn write_value(out: &mut Vec<u8>, array: &dyn Array, row: usize) {
     }
 }
 
-/// Writes a whole result set as `{"columns":[..],"rows":[{..}],"row_count":N}`.
-pub fn write_result(out: &mut Vec<u8>, columns: &[String], batches: &[RecordBatch]) -> usize {
-    out.push(b'{');
-    let rows = write_columns_and_rows(out, columns, batches);
-    let _ = write!(out, ",\"row_count\":{rows}}}");
-    rows
-}
-
 /// Writes `"columns":[..],"rows":[{..}]` (no braces around), returning the row count.
 pub fn write_columns_and_rows(out: &mut Vec<u8>, columns: &[String], batches: &[RecordBatch]) -> usize {
-    out.extend_from_slice(b"\"columns\":[");
-    let mut names = Vec::with_capacity(columns.len());
-    for (i, name) in columns.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let mut encoded = Vec::with_capacity(name.len() + 2);
-        write_str(&mut encoded, name);
-        out.extend_from_slice(&encoded);
-        names.push(encoded);
-    }
-    out.extend_from_slice(b"],\"rows\":[");
-    let mut row_count = 0;
+    let mut rows = RowWriter::start(out, columns);
     for batch in batches {
+        rows.write_batch(out, batch);
+    }
+    rows.finish(out)
+}
+
+/// Writes `"columns":[..],"rows":[` and then rows batch by batch, so a
+/// caller can stop as soon as the output grows past a bound.
+pub struct RowWriter {
+    names: Vec<Vec<u8>>,
+    rows: usize,
+}
+
+impl RowWriter {
+    pub fn start(out: &mut Vec<u8>, columns: &[String]) -> Self {
+        out.extend_from_slice(b"\"columns\":[");
+        let mut names = Vec::with_capacity(columns.len());
+        for (i, name) in columns.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let mut encoded = Vec::with_capacity(name.len() + 2);
+            write_str(&mut encoded, name);
+            out.extend_from_slice(&encoded);
+            names.push(encoded);
+        }
+        out.extend_from_slice(b"],\"rows\":[");
+        RowWriter { names, rows: 0 }
+    }
+
+    pub fn write_batch(&mut self, out: &mut Vec<u8>, batch: &RecordBatch) {
         for row in 0..batch.num_rows() {
-            if row_count > 0 {
+            if self.rows > 0 {
                 out.push(b',');
             }
             out.push(b'{');
@@ -171,16 +186,20 @@ pub fn write_columns_and_rows(out: &mut Vec<u8>, columns: &[String], batches: &[
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(&names[i]);
+                out.extend_from_slice(&self.names[i]);
                 out.push(b':');
                 write_value(out, column.as_ref(), row);
             }
             out.push(b'}');
-            row_count += 1;
+            self.rows += 1;
         }
     }
-    out.push(b']');
-    row_count
+
+    /// Closes the rows array; returns how many rows were written.
+    pub fn finish(self, out: &mut Vec<u8>) -> usize {
+        out.push(b']');
+        self.rows
+    }
 }
 
 /// Rows as JSON objects, for small internal results that get reshaped.
@@ -313,11 +332,17 @@ mod tests {
     }
 
     #[test]
+    fn dates_beyond_chronos_range_do_not_panic() {
+        let far = arrow::array::Date32Array::from(vec![i32::MAX]);
+        assert!(one(&far).starts_with('"'));
+    }
+
+    #[test]
     fn empty_results_keep_their_columns() {
         let mut out = Vec::new();
-        let n = write_result(&mut out, &["a".into(), "b\"".into()], &[]);
+        let n = write_columns_and_rows(&mut out, &["a".into(), "b\"".into()], &[]);
         assert_eq!(n, 0);
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"columns":["a","b\""],"rows":[],"row_count":0}"#);
+        assert_eq!(String::from_utf8(out).unwrap(), r#""columns":["a","b\""],"rows":[]"#);
         let _ = Arc::new(0);
     }
 }

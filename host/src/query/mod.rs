@@ -15,9 +15,10 @@ pub mod sandbox;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duckdb::{Connection, InterruptHandle};
+use duckdb::Connection;
 use serde_json::Value;
 
+use crate::cancel::{Cancel, CancelOnDrop};
 use crate::error::Error;
 use crate::object_cache::LocalObject;
 use crate::objects::{s3_config_field, S3Config};
@@ -59,18 +60,6 @@ impl QueryRequest {
                 .collect::<Result<Vec<_>, Error>>()?,
         };
         Ok(QueryRequest { sql, tables, s3_config: s3_config_field(&obj)? })
-    }
-}
-
-/// Interrupts the DuckDB query when dropped unless disarmed: covers the
-/// timeout and a client that goes away mid-query alike.
-struct InterruptOnDrop(Option<Arc<InterruptHandle>>);
-
-impl Drop for InterruptOnDrop {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            handle.interrupt();
-        }
     }
 }
 
@@ -117,23 +106,26 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
         .await
         .map_err(|_| timed_out())??;
 
-    let conn = state.sandboxes.take().map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
-    let mut interrupt = InterruptOnDrop(Some(conn.interrupt_handle()));
+    let sandbox = state.sandboxes.take().map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
+    let cancel = Cancel::new(sandbox.conn());
+    let mut guard = CancelOnDrop::new(cancel.clone());
+    let work_cancel = cancel.clone();
     let sql = req.sql;
+    let max_bytes = state.config.max_result_size.as_u64() as usize;
     let mut work = tokio::task::spawn_blocking(move || {
-        let result = execute(&conn, &tables, &sql);
-        drop((conn, held, admitted));
+        let result = execute(sandbox.conn(), &tables, &sql, max_bytes, &work_cancel);
+        drop((sandbox, held, admitted));
         result
     });
     let result = match tokio::time::timeout_at(deadline.into(), &mut work).await {
         Ok(joined) => {
-            interrupt.0 = None;
+            guard.disarm();
             joined?
         }
         Err(_) => {
-            drop(interrupt);
-            // Wait (bounded) for DuckDB to notice, so the work has really stopped.
-            let stopped = tokio::time::timeout(Duration::from_secs(5), work).await.is_ok();
+            guard.disarm();
+            // Wait (bounded) for DuckDB to stop, so the work has really ended.
+            let stopped = cancel.stop(&mut work, Duration::from_secs(5)).await;
             tracing::warn!(timeout_ms = timeout.as_millis() as u64, stopped, "query timed out and was interrupted");
             return Err(timed_out());
         }
@@ -144,22 +136,40 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// Runs on a blocking thread: views, lock-down, the check, the query, JSON.
-fn execute(conn: &Connection, tables: &[TableFiles], sql: &str) -> Result<(Vec<u8>, usize), Error> {
+fn execute(conn: &Connection, tables: &[TableFiles], sql: &str, max_bytes: usize, cancel: &Cancel) -> Result<(Vec<u8>, usize), Error> {
+    let go_on = || if cancel.is_cancelled() { Err(Error::Timeout("query cancelled".into())) } else { Ok(()) };
+    go_on()?;
     sandbox::prepare(conn, tables).map_err(|e| match sql_error(e) {
         Error::Sql(m) => Error::Sql(format!("cannot read the tables' Parquet data: {m}")),
         other => other,
     })?;
+    go_on()?;
     check_read_only(conn, sql).map_err(|r| match r {
         Refusal::Syntax(m) => Error::Sql(m),
         other => Error::Sql(other.to_string()),
     })?;
+    go_on()?;
     let mut stmt = conn.prepare(sql).map_err(sql_error)?;
+    go_on()?;
     let stream = stmt.stream_arrow([]).map_err(sql_error)?;
     let schema = stream.get_schema();
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let batches = stream.collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+    // Encoded batch by batch: a runaway result stops at the bound instead of
+    // being held in memory whole.
     let mut out = Vec::with_capacity(1024);
-    let rows = json::write_result(&mut out, &columns, &batches);
+    out.push(b'{');
+    let mut writer = json::RowWriter::start(&mut out, &columns);
+    for batch in stream {
+        go_on()?;
+        writer.write_batch(&mut out, &batch.map_err(sql_error)?);
+        if out.len() > max_bytes {
+            return Err(Error::Invalid(format!(
+                "the result is larger than {max_bytes} bytes (DUCKGATE_MAX_RESULT_SIZE); add a LIMIT or aggregate"
+            )));
+        }
+    }
+    let rows = writer.finish(&mut out);
+    out.extend_from_slice(format!(",\"row_count\":{rows}}}").as_bytes());
     Ok((out, rows))
 }
 
@@ -167,7 +177,9 @@ fn execute(conn: &Connection, tables: &[TableFiles], sql: &str) -> Result<(Vec<u
 /// and internal failures are ours (500).
 pub fn sql_error(err: duckdb::Error) -> Error {
     let text = err.to_string();
-    let ours = ["Out of Memory Error", "Internal Error", "FATAL Error", "IO Error"];
+    // An "IO Error" here is a path the caller named (the objects themselves
+    // were fetched and checked before DuckDB ran): the caller's to fix.
+    let ours = ["Out of Memory Error", "Internal Error", "FATAL Error"];
     if ours.iter().any(|kind| text.starts_with(kind)) {
         Error::Internal(text)
     } else {

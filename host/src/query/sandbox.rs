@@ -7,10 +7,13 @@
 //!
 //! Lock-down, applied after the request's views exist: external access off
 //! (DuckDB may then read only the files listed in `allowed_paths`, the
-//! request's own cached objects), extension auto-install and auto-load off,
-//! and the configuration locked so the caller's SQL cannot undo any of it.
+//! request's own cached objects, and its own temporary directory), extension
+//! auto-install and auto-load off, and the configuration locked so the
+//! caller's SQL cannot undo any of it. Each instance spills to a directory
+//! of its own, removed with it, so no request can read another's spill files.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use duckdb::{Config, Connection};
@@ -21,11 +24,36 @@ pub struct InstanceSettings {
     pub threads: Option<u32>,
     pub memory_limit: String,
     pub enable_object_cache: bool,
+    /// Parent of the instances' private temporary directories.
+    pub temp_root: PathBuf,
 }
 
+/// A fresh instance and its private spill directory, removed after it.
+pub struct Sandbox {
+    conn: Option<Connection>,
+    temp_dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        drop(self.conn.take());
+        let _ = std::fs::remove_dir_all(&self.temp_dir);
+    }
+}
+
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
 impl InstanceSettings {
-    fn open(&self) -> duckdb::Result<Connection> {
+    fn open(&self) -> duckdb::Result<Sandbox> {
+        let temp_dir = self.temp_root.join(format!("{}-{}", std::process::id(), INSTANCES.fetch_add(1, Ordering::Relaxed)));
         let mut config = Config::default()
+            .with("temp_directory", temp_dir.to_string_lossy())?
             .enable_autoload_extension(false)?
             .with("autoinstall_known_extensions", "false")?
             .with("allow_community_extensions", "false")?
@@ -34,12 +62,13 @@ impl InstanceSettings {
         if let Some(threads) = self.threads {
             config = config.threads(threads as i64)?;
         }
-        Connection::open_in_memory_with_flags(config)
+        let conn = Connection::open_in_memory_with_flags(config)?;
+        Ok(Sandbox { conn: Some(conn), temp_dir })
     }
 }
 
 struct Spares {
-    ready: Mutex<Vec<Connection>>,
+    ready: Mutex<Vec<Sandbox>>,
     wanted: Condvar,
     target: usize,
 }
@@ -56,6 +85,10 @@ impl Sandboxes {
     /// DUCKDB_MEMORY_LIMIT fails at start-up, not on the first request),
     /// then starts the refill thread.
     pub fn start(settings: InstanceSettings, spares: usize) -> anyhow::Result<Self> {
+        if settings.temp_root.exists() {
+            std::fs::remove_dir_all(&settings.temp_root)?;
+        }
+        std::fs::create_dir_all(&settings.temp_root)?;
         let first = settings
             .open()
             .map_err(|e| anyhow::anyhow!("cannot open DuckDB with DUCKDB_THREADS/DUCKDB_MEMORY_LIMIT/DUCKDB_ENABLE_OBJECT_CACHE as set: {e}"))?;
@@ -91,7 +124,7 @@ impl Sandboxes {
     }
 
     /// A never-used instance: a spare if one is ready, else a new one.
-    pub fn take(&self) -> duckdb::Result<Connection> {
+    pub fn take(&self) -> duckdb::Result<Sandbox> {
         let spare = self.spares.ready.lock().expect("spares lock").pop();
         self.spares.wanted.notify_one();
         match spare {

@@ -177,8 +177,8 @@ pub enum ColumnBuilder {
 impl ColumnBuilder {
     pub fn new(ty: ColumnType, capacity: usize) -> Self {
         match ty {
-            ColumnType::Varchar => ColumnBuilder::Utf8(StringBuilder::with_capacity(capacity, capacity * 16), false),
-            ColumnType::Json => ColumnBuilder::Utf8(StringBuilder::with_capacity(capacity, capacity * 32), true),
+            ColumnType::Varchar => ColumnBuilder::Utf8(StringBuilder::with_capacity(capacity, capacity * 8), false),
+            ColumnType::Json => ColumnBuilder::Utf8(StringBuilder::with_capacity(capacity, capacity * 8), true),
             ColumnType::TinyInt => ColumnBuilder::I8(Int8Builder::with_capacity(capacity)),
             ColumnType::SmallInt => ColumnBuilder::I16(Int16Builder::with_capacity(capacity)),
             ColumnType::Integer => ColumnBuilder::I32(Int32Builder::with_capacity(capacity)),
@@ -391,7 +391,15 @@ fn parse_decimal(text: &str, scale: i8) -> Result<i128, &'static str> {
     }
     let digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).map(|c| c - b'0').collect();
     // Value = digits * 10^(exp - frac_len); we want digits * 10^(exp - frac_len + scale).
-    let shift = exp - frac_part.len() as i32 + scale as i32;
+    // In i64 so no input can wrap it; beyond +-100 nothing fits 38 digits anyway.
+    let shift = exp as i64 - frac_part.len() as i64 + scale as i64;
+    if shift > 100 {
+        return Err("out of range");
+    }
+    if shift < -(digits.len() as i64) {
+        // Every digit is below the rounding position.
+        return Ok(0);
+    }
     let mut value: i128 = 0;
     let keep = if shift >= 0 { digits.len() } else { digits.len().saturating_sub((-shift) as usize) };
     for d in &digits[..keep] {
@@ -492,6 +500,10 @@ mod tests {
         assert_eq!(to_decimal(&Cell::F64(99.99), 10, 2), Ok(9999));
         assert!(to_decimal(&s("123456"), 5, 2).is_err());
         assert!(to_decimal(&s("1.2.3"), 5, 2).is_err());
+        assert!(to_decimal(&s("1e2147483647"), 18, 3).is_err());
+        assert_eq!(to_decimal(&s("9e-2147483647"), 18, 3), Ok(0));
+        assert_eq!(parse_decimal("5e-4", 3), Ok(1));
+        assert_eq!(parse_decimal("5e-5", 3), Ok(0));
     }
 
     #[test]

@@ -32,6 +32,9 @@ use crate::request::Field;
 /// Rows per Parquet row group, as the Node sidecar wrote them.
 pub const ROW_GROUP_SIZE: usize = 50_000;
 
+/// Declared columns per snapshot, at most.
+pub const MAX_COLUMNS: usize = 1024;
+
 /// One declared column: where its values come from and what they become.
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -76,6 +79,9 @@ impl<'a> SnapshotRequest<'a> {
         if raw_columns.is_empty() {
             return Err(Error::invalid("columns must be non-empty"));
         }
+        if raw_columns.len() > MAX_COLUMNS {
+            return Err(Error::invalid(format!("columns may have at most {MAX_COLUMNS} entries")));
+        }
         let mut columns = Vec::with_capacity(raw_columns.len());
         let mut targets = HashSet::new();
         for (i, c) in raw_columns.iter().enumerate() {
@@ -110,7 +116,7 @@ pub struct Encoded {
 
 /// Converts and encodes the rows: CPU-bound, run it off the async runtime.
 pub fn encode(req: &SnapshotRequest<'_>) -> Result<Encoded, Error> {
-    let capacity = estimate_rows(req.data);
+    let capacity = estimate_rows(req.data, req.columns.len());
     let (arrays, row_count) = rows::RowSink::new(&req.columns, capacity)
         .read(req.data)
         .map_err(Error::Invalid)?;
@@ -145,10 +151,10 @@ fn write_parquet(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
     writer.into_inner().map_err(Error::internal)
 }
 
-/// A cheap guess at the row count (top-level `{` count would need a parse;
-/// this only sizes builders, so an over- or under-estimate is harmless).
-fn estimate_rows(data: &str) -> usize {
-    (data.len() / 64).clamp(16, 1 << 20)
+/// A cheap guess at the row count, to size builders: each row carries at
+/// least a few bytes per declared column. A wrong guess only costs a regrow.
+fn estimate_rows(data: &str, columns: usize) -> usize {
+    (data.len() / (16 * columns.max(1))).clamp(16, 1 << 20)
 }
 
 /// Runs a whole snapshot: admission, then parse, check and encode on a

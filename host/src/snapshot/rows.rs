@@ -18,6 +18,10 @@ use serde_json::Value;
 use super::convert::{Cell, ColumnBuilder};
 use super::Column;
 
+/// Cells (rows x declared columns) one snapshot may hold: bounds the work
+/// of a body of many empty rows against many declared columns.
+pub const MAX_CELLS: usize = 100_000_000;
+
 /// Column builders for one request, filled row by row.
 pub struct RowSink<'c> {
     columns: &'c [Column],
@@ -167,6 +171,9 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_> {
             }
         }
         sink.rows += 1;
+        if sink.rows.saturating_mul(sink.columns.len()) > MAX_CELLS {
+            return Err(sink.fail(format!("data has more than {MAX_CELLS} cells (rows x columns); split the snapshot")));
+        }
         Ok(())
     }
 

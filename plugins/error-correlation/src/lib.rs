@@ -6,21 +6,9 @@
 //! once, one critical "correlated-errors" alert names them all, since that
 //! usually means a shared dependency failed.
 
-use duckgate_guest::{alert, config_or, error_rate, export_plugin, json, query, Cell, Plugin, Severity, Value};
+use duckgate_guest::{alert, config_or, error_rate, export_plugin, json, Plugin, Severity, Value};
 
 struct ErrorCorrelation;
-
-fn services_seen(window_ms: u64) -> Result<Vec<String>, String> {
-    let since_us = (duckgate_guest::now_ms().saturating_sub(window_ms) * 1000) as i64;
-    let rows = query(
-        "SELECT service_name FROM otel_spans_local WHERE timestamp >= make_timestamp(?::BIGINT) \
-         UNION SELECT service_name FROM histogram_buckets_local WHERE timestamp >= make_timestamp(?::BIGINT) \
-         ORDER BY 1",
-        &[Cell::Int(since_us), Cell::Int(since_us)],
-    )
-    .map_err(|e| e.to_string())?;
-    rows.iter().map(|r| r.get::<String>("service_name").map_err(|e| e.to_string())).collect()
-}
 
 impl Plugin for ErrorCorrelation {
     fn run(input: Value) -> Result<Value, String> {
@@ -30,7 +18,7 @@ impl Plugin for ErrorCorrelation {
         let window_ms: u64 = input["window_ms"].as_u64().map(Ok).unwrap_or_else(|| config_or("window_ms", 300_000))?;
         let mut spiking = Vec::new();
         let mut rates = Vec::new();
-        for service in services_seen(window_ms)? {
+        for service in duckgate_guest::services(window_ms).map_err(|e| e.to_string())? {
             let r = error_rate(&service, window_ms).map_err(|e| e.to_string())?;
             let spike = r.rate.is_some_and(|v| v >= threshold) && r.errors >= min_errors;
             if spike {

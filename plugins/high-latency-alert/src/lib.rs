@@ -6,22 +6,9 @@
 //! the window). Input may override `services` and `window_ms`. Above twice
 //! the threshold the alert is critical. One alert per service, deduplicated.
 
-use duckgate_guest::{alert, config, config_or, export_plugin, json, percentile, query, Cell, Plugin, Severity, Value};
+use duckgate_guest::{alert, config, config_or, export_plugin, json, percentile, Plugin, Severity, Value};
 
 struct HighLatencyAlert;
-
-/// Every service with spans or histogram data in the window.
-pub fn services_seen(window_ms: u64) -> Result<Vec<String>, String> {
-    let since_us = (duckgate_guest::now_ms().saturating_sub(window_ms) * 1000) as i64;
-    let rows = query(
-        "SELECT service_name FROM otel_spans_local WHERE timestamp >= make_timestamp(?::BIGINT) \
-         UNION SELECT service_name FROM histogram_buckets_local WHERE timestamp >= make_timestamp(?::BIGINT) \
-         ORDER BY 1",
-        &[Cell::Int(since_us), Cell::Int(since_us)],
-    )
-    .map_err(|e| e.to_string())?;
-    rows.iter().map(|r| r.get::<String>("service_name").map_err(|e| e.to_string())).collect()
-}
 
 impl Plugin for HighLatencyAlert {
     fn run(input: Value) -> Result<Value, String> {
@@ -32,7 +19,7 @@ impl Plugin for HighLatencyAlert {
         let services: Vec<String> = match (input["services"].as_array(), config("services")) {
             (Some(list), _) => list.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
             (None, Some(list)) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-            (None, None) => services_seen(window_ms)?,
+            (None, None) => duckgate_guest::services(window_ms).map_err(|e| e.to_string())?,
         };
         let mut report = Vec::new();
         let mut alerts = 0;

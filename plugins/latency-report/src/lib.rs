@@ -5,23 +5,11 @@
 //! `warn_p99_ms` (500), `critical_p99_ms` (1000), `warn_error_rate` (0.01),
 //! `critical_error_rate` (0.05).
 
-use duckgate_guest::{config_or, error_rate, export_plugin, json, percentile, query, Cell, Plugin, Value};
+use duckgate_guest::{config_or, error_rate, export_plugin, json, percentile, Plugin, Value};
 
 struct LatencyReport;
 
 const METRIC: &str = "http.server.request.duration";
-
-fn services_seen(window_ms: u64) -> Result<Vec<String>, String> {
-    let since_us = (duckgate_guest::now_ms().saturating_sub(window_ms) * 1000) as i64;
-    let rows = query(
-        "SELECT service_name FROM otel_spans_local WHERE timestamp >= make_timestamp(?::BIGINT) \
-         UNION SELECT service_name FROM histogram_buckets_local WHERE timestamp >= make_timestamp(?::BIGINT) \
-         ORDER BY 1",
-        &[Cell::Int(since_us), Cell::Int(since_us)],
-    )
-    .map_err(|e| e.to_string())?;
-    rows.iter().map(|r| r.get::<String>("service_name").map_err(|e| e.to_string())).collect()
-}
 
 impl Plugin for LatencyReport {
     fn run(input: Value) -> Result<Value, String> {
@@ -32,7 +20,7 @@ impl Plugin for LatencyReport {
         let window_ms = input["window_ms"].as_u64().unwrap_or(300_000);
         let services: Vec<String> = match input["services"].as_array() {
             Some(list) => list.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
-            None => services_seen(window_ms)?,
+            None => duckgate_guest::services(window_ms).map_err(|e| e.to_string())?,
         };
         let mut report = Vec::new();
         let (mut healthy, mut warning, mut critical) = (0, 0, 0);

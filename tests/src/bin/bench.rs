@@ -310,7 +310,7 @@ async fn main() {
         loaded += 10_000;
     }
     let hits = throughput(&gw, "/metrics/percentile?service=bench&metric=duration&p=0.99&window_ms=3600000", None, 20, Duration::from_secs(5)).await;
-    let misses = throughput(&gw, "/metrics/percentile?service=bench&metric=duration&p=0.99&window_ms={i}00000", None, 20, Duration::from_secs(5)).await;
+    let misses = throughput(&gw, "/metrics/percentile?service=bench&metric=duration&p=0.99&window_ms=36{i}000", None, 20, Duration::from_secs(5)).await;
     let events: Vec<_> = (0..2000).map(|i| gw.client.post(gw.url("/emit")).json(&json!({"name": format!("e{i}"), "severity": "info"})).send()).collect();
     for e in events {
         e.await.unwrap();
@@ -349,10 +349,11 @@ async fn main() {
     }
     let put = gw.client.put(gw.url("/plugins/hla?config.threshold_ms=300")).body(wasm("high-latency-alert")).send().await.unwrap();
     assert!(put.status().is_success());
+    let services: Vec<String> = (0..20).map(|s| format!("svc-{s:02}")).collect();
     let mut hla = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let (_, r) = gw.post("/plugins/hla/run", &json!({"window_ms": 600000})).await;
+        let (_, r) = gw.post("/plugins/hla/run", &json!({"window_ms": 600000, "services": services})).await;
         assert!(r["receipt"]["outcome"]["status"] == "ok", "{r}");
         hla.push(t.elapsed().as_secs_f64() * 1000.0);
     }
@@ -361,7 +362,7 @@ async fn main() {
     println!("| guest-to-host `percentile` call, cache hit (20,000 calls in one run) | {per_call_ns:.0} ns |");
     println!("| the same lookup as GET /metrics/percentile over loopback, p50 | {:.0} ns |", http_ns);
     println!("| HTTP / host call (target >= 100x) | {:.0}x |", http_ns / per_call_ns);
-    println!("| high-latency-alert over 21 services, POST /plugins/hla/run end to end, p50 of 20 | {:.1} ms |", percentile(&mut hla, 0.5));
+    println!("| high-latency-alert over 20 services, POST /plugins/hla/run end to end, p50 of 20 (metric cache warm after the first) | {:.1} ms |", percentile(&mut hla, 0.5));
 }
 
 fn chrono_now() -> String {

@@ -29,6 +29,10 @@ impl Plugin for Hostile {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
             }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(json!("woke up"))
+            }
             "alloc" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
@@ -52,6 +56,14 @@ impl Plugin for Hostile {
                     Err(e) => Err(format!("{e:?}")),
                 }
             }
+            "slow-query" => match query("SELECT sum(hash(i)) AS s FROM range(1000000000000) t(i)", &[]) {
+                Ok(_) => Ok(json!("finished")),
+                Err(e) => Err(format!("{e:?}")),
+            },
+            "missing-table" => match query("SELECT * FROM no_such_table", &[]) {
+                Ok(_) => Ok(json!("found")),
+                Err(e) => Err(format!("{e:?}")),
+            },
             "write" => match query("CREATE TABLE stolen AS SELECT * FROM otel_spans_local", &[]) {
                 Ok(_) => Ok(json!("wrote")),
                 Err(e) => Err(format!("{e:?}")),
