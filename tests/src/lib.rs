@@ -133,9 +133,13 @@ pub fn duckgate_binary() -> PathBuf {
     if let Ok(path) = std::env::var("DUCKGATE_BIN") {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/<test-binary> -> target/<profile>/duckgate
+    // Tests run from target/<profile>/deps/, the bench binary from
+    // target/<profile>/: the duckgate binary is in target/<profile>/.
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let mut profile_dir = exe.parent().expect("exe dir");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("target profile dir");
+    }
     let bin = profile_dir.join("duckgate");
     assert!(
         bin.exists(),

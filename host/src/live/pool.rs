@@ -79,6 +79,9 @@ pub struct ReadPool {
     in_use: AtomicUsize,
     queries: AtomicU64,
     timeouts: AtomicU64,
+    /// Verdicts of the read-only check by SQL text: a dashboard or plugin
+    /// repeating one statement with new parameters is checked once.
+    verdicts: moka::sync::Cache<String, Result<(), Refusal>>,
 }
 
 /// A statement to run: the caller's (checked) or one of duckgate's own.
@@ -107,6 +110,7 @@ impl ReadPool {
             in_use: AtomicUsize::new(0),
             queries: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            verdicts: moka::sync::Cache::new(10_000),
         }
     }
 
@@ -170,8 +174,11 @@ impl ReadPool {
         let pool = self.clone();
         let sql_for_log = if read.trusted { None } else { Some(read.sql.clone()) };
         let mut work = tokio::task::spawn_blocking(move || {
-            let result = run_read(&conn.conn, &read, &work_cancel);
-            let healthy = !matches!(result, Err(ReadError::Internal(_)));
+            let result = run_read(&conn.conn, &read, &work_cancel, &pool.verdicts);
+            // Only a connection whose result was read to the end goes back:
+            // DuckDB may keep a stream abandoned early (row cap, byte cap,
+            // error, cancel) open on its connection. A new clone costs little.
+            let healthy = matches!(&result, Ok(r) if !r.truncated) && !work_cancel.is_cancelled();
             pool.in_use.fetch_sub(1, Ordering::AcqRel);
             pool.checkin(conn, healthy);
             drop(permit);
@@ -197,12 +204,25 @@ impl ReadPool {
     }
 }
 
-fn run_read(conn: &Connection, read: &Read, cancel: &Cancel) -> Result<ReadResult, ReadError> {
+fn run_read(
+    conn: &Connection,
+    read: &Read,
+    cancel: &Cancel,
+    verdicts: &moka::sync::Cache<String, Result<(), Refusal>>,
+) -> Result<ReadResult, ReadError> {
     if cancel.is_cancelled() {
         return Err(ReadError::Timeout(read.timeout));
     }
     if !read.trusted {
-        check_read_only(conn, &read.sql).map_err(|r| match r {
+        let verdict = match verdicts.get(&read.sql) {
+            Some(known) => known,
+            None => {
+                let fresh = check_read_only(conn, &read.sql);
+                verdicts.insert(read.sql.clone(), fresh.clone());
+                fresh
+            }
+        };
+        verdict.map_err(|r| match r {
             Refusal::Syntax(m) => ReadError::Sql(m),
             other => ReadError::Refused(other),
         })?;
@@ -222,6 +242,8 @@ fn stream_rows(conn: &Connection, read: &Read, cancel: &Cancel) -> Result<ReadRe
             ReadError::Sql(text)
         }
     };
+    // Not `prepare_cached`: a result abandoned at the row cap would stay
+    // open in the cached statement and poison the pooled connection.
     let mut stmt = conn.prepare(&read.sql).map_err(sql_error)?;
     let stream = stmt
         .stream_arrow(duckdb::params_from_iter(read.params.iter()))

@@ -105,6 +105,7 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
     let (tables, held) = tokio::time::timeout_at(deadline.into(), fetch)
         .await
         .map_err(|_| timed_out())??;
+    let fetched = started.elapsed();
 
     let sandbox = state.sandboxes.take().map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
     let cancel = Cancel::new(sandbox.conn());
@@ -112,9 +113,12 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
     let work_cancel = cancel.clone();
     let sql = req.sql;
     let max_bytes = state.config.max_result_size.as_u64() as usize;
+    let sandboxes = state.sandboxes.clone();
     let mut work = tokio::task::spawn_blocking(move || {
         let result = execute(sandbox.conn(), &tables, &sql, max_bytes, &work_cancel);
-        drop((sandbox, held, admitted));
+        drop(admitted);
+        sandboxes.retire(sandbox);
+        drop(held);
         result
     });
     let result = match tokio::time::timeout_at(deadline.into(), &mut work).await {
@@ -131,7 +135,12 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
         }
     };
     let (body, rows) = result?;
-    tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "query served");
+    tracing::info!(
+        rows,
+        objects_ms = fetched.as_secs_f64() * 1000.0,
+        total_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "query served"
+    );
     Ok(body)
 }
 

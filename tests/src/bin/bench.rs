@@ -248,6 +248,21 @@ async fn main() {
     let body = query_body(count_sql, &[("t", "bench/snap.parquet")], Some(s3.s3_config()));
     let rps = throughput(&gw, "/query", Some(body), 8, Duration::from_secs(5)).await;
     println!("\n8 clients, COUNT(*) over the 100,000-row object: **{rps:.0} requests/s**, {:.0}x the Node sidecar's 9.8 (target >= 30x).\n", rps / 9.8);
+    // What a fresh instance per request costs on this machine, for context.
+    let (mut open, mut close) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let t = Instant::now();
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        open.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        drop(conn);
+        close.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "For context: opening a fresh in-memory DuckDB takes {:.1} ms (p50) and closing it {:.1} ms on this machine, CPU that every /query spends (off its latency path, on spare and reaper threads).\n",
+        percentile(&mut open, 0.5),
+        percentile(&mut close, 0.5)
+    );
     drop(gw);
 
     // ------------------------------------------------------------------ ingest
