@@ -69,7 +69,7 @@ impl App {
                 enable_object_cache: config.duckdb_enable_object_cache,
                 temp_root: config.data_dir.join("cache").join("duckdb-tmp"),
             },
-            config.max_concurrent_queries.clamp(1, 2),
+            config.max_concurrent_queries.clamp(1, 4),
         )?;
         let live = LiveStore::open(&LiveSettings {
             path: config.live_db_path(),
