@@ -493,3 +493,23 @@ async fn a_core_module_carrying_its_component_type_is_wrapped_on_upload() {
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["output"]["services"][0]["service"], "core-svc");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_manifest_sets_limits_schedule_and_config() {
+    let gw = Gateway::start().await;
+    let manifest = json!({"interval_ms": 3_600_000, "limits": {"timeout_ms": 1500, "memory_bytes": 33554432}, "config": {"threshold_ms": "250"}});
+    let query = format!("manifest={}&config.extra=1", urlencode(&manifest.to_string()));
+    let (status, body) = push(&gw, "m", "high-latency-alert", &query).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, detail) = gw.get("/plugins/m").await;
+    assert_eq!(detail["interval_ms"], 3_600_000);
+    assert_eq!((detail["limits"]["timeout_ms"].as_u64(), detail["limits"]["memory_bytes"].as_u64()), (Some(1500), Some(33554432)));
+    assert_eq!(detail["config"], json!({"threshold_ms": "250", "extra": "1"}));
+    let (status, body) = push(&gw, "m", "high-latency-alert", "manifest=%7B%22nope%22%3A1%7D").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("manifest"), "{body}");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
