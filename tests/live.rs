@@ -195,6 +195,8 @@ async fn db_query_refuses_writes_caps_rows_and_interrupts_runaways() {
         "SELECT * FROM read_parquet('/tmp/*.parquet')",
         "SELECT 1; DELETE FROM events_local",
         "CHECKPOINT",
+        "SELECT * FROM checkpoint()",
+        "SELECT nextval('events_id_seq') AS n",
     ] {
         let (status, body) = gw.post("/db/query", &json!({ "sql": sql })).await;
         assert_eq!(status, 400, "{sql} must be refused: {body}");

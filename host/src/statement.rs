@@ -26,6 +26,29 @@ pub enum Refusal {
     NotARead,
     #[error("{0}")]
     Syntax(String),
+    #[error("the function {0}() changes the database and is refused")]
+    Function(String),
+}
+
+/// Functions that parse as part of a read but act on the database file.
+/// (Writes through functions such as `nextval` are stopped by the READ ONLY
+/// transaction live reads run in.)
+const REFUSED_FUNCTIONS: &[&str] = &["checkpoint", "force_checkpoint"];
+
+/// Finds a refused function anywhere in the serialized statement.
+fn refused_function(node: &serde_json::Value) -> Option<String> {
+    match node {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(name)) = map.get("function_name") {
+                if REFUSED_FUNCTIONS.contains(&name.to_ascii_lowercase().as_str()) {
+                    return Some(name.clone());
+                }
+            }
+            map.values().find_map(refused_function)
+        }
+        serde_json::Value::Array(items) => items.iter().find_map(refused_function),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -57,9 +80,14 @@ pub fn check_read_only(conn: &Connection, sql: &str) -> Result<(), Refusal> {
         });
     }
     match parsed.statements.len() {
-        0 => Err(Refusal::Empty),
-        1 => Ok(()),
-        n => Err(Refusal::Multiple(n)),
+        0 => return Err(Refusal::Empty),
+        1 => {}
+        n => return Err(Refusal::Multiple(n)),
+    }
+    let tree: serde_json::Value = serde_json::from_str(&serialized).map_err(|e| Refusal::Syntax(e.to_string()))?;
+    match refused_function(&tree) {
+        Some(name) => Err(Refusal::Function(name)),
+        None => Ok(()),
     }
 }
 
@@ -111,6 +139,8 @@ mod tests {
             assert_eq!(check(sql), Err(Refusal::NotARead), "{sql}");
         }
         assert_eq!(check("SELECT 1; SELECT 2"), Err(Refusal::Multiple(2)));
+        assert_eq!(check("SELECT * FROM checkpoint()"), Err(Refusal::Function("checkpoint".into())));
+        assert!(matches!(check("SELECT (SELECT count(*) FROM force_checkpoint())"), Err(Refusal::Function(_))));
         assert_eq!(check("SELECT 1; DROP TABLE t"), Err(Refusal::NotARead));
         assert_eq!(check("  ; "), Err(Refusal::Empty));
         assert!(matches!(check("SELEC 1"), Err(Refusal::Syntax(m)) if m.contains("syntax")));

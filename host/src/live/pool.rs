@@ -227,9 +227,13 @@ fn run_read(
             other => ReadError::Refused(other),
         })?;
     }
-    conn.execute_batch("BEGIN TRANSACTION READ ONLY").map_err(|e| ReadError::Internal(e.to_string()))?;
+    // Prepared once per pooled connection: planning is most of a point
+    // lookup's cost.
+    conn.prepare_cached("BEGIN TRANSACTION READ ONLY")
+        .and_then(|mut s| s.execute([]))
+        .map_err(|e| ReadError::Internal(e.to_string()))?;
     let result = if cancel.is_cancelled() { Err(ReadError::Timeout(read.timeout)) } else { stream_rows(conn, read, cancel) };
-    let _ = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let _ = conn.prepare_cached(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).and_then(|mut s| s.execute([]));
     result
 }
 
@@ -242,9 +246,10 @@ fn stream_rows(conn: &Connection, read: &Read, cancel: &Cancel) -> Result<ReadRe
             ReadError::Sql(text)
         }
     };
-    // Not `prepare_cached`: a result abandoned at the row cap would stay
-    // open in the cached statement and poison the pooled connection.
-    let mut stmt = conn.prepare(&read.sql).map_err(sql_error)?;
+    // Cached per connection. A statement whose stream is abandoned (row or
+    // byte cap, error, cancel) would keep its result open, but such a
+    // connection is never returned to the pool (see `read`).
+    let mut stmt = conn.prepare_cached(&read.sql).map_err(sql_error)?;
     let stream = stmt
         .stream_arrow(duckdb::params_from_iter(read.params.iter()))
         .map_err(sql_error)?;
