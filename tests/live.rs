@@ -179,6 +179,7 @@ async fn db_query_refuses_writes_caps_rows_and_interrupts_runaways() {
     let (status, body) = gw.post("/db/query", &json!({"sql": "SELECT repeat('x', 1000000) AS big FROM range(50)"})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("add a LIMIT"), "{body}");
+    let sequence_before = db_query(&gw, "SELECT last_value FROM duckdb_sequences() WHERE sequence_name = 'events_id_seq'").await;
     for sql in [
         "INSERT INTO events_local (timestamp, name, severity, source) VALUES (now(), 'x', 'info', 'x')",
         "DELETE FROM otel_spans_local",
@@ -197,10 +198,16 @@ async fn db_query_refuses_writes_caps_rows_and_interrupts_runaways() {
         "CHECKPOINT",
         "SELECT * FROM checkpoint()",
         "SELECT nextval('events_id_seq') AS n",
+        "SELECT * FROM query('SELECT nextval(''events_id_seq'')')",
+        "SELECT * FROM add_parquet_key('k', '0123456789112345')",
+        "SELECT * FROM arrow_scan(1, 2, 3)",
+        "SELECT * FROM duckdb_prepared_statements()",
     ] {
         let (status, body) = gw.post("/db/query", &json!({ "sql": sql })).await;
         assert_eq!(status, 400, "{sql} must be refused: {body}");
     }
+    let sequence = "SELECT last_value FROM duckdb_sequences() WHERE sequence_name = 'events_id_seq'";
+    assert_eq!(db_query(&gw, sequence).await["rows"], sequence_before["rows"], "a refused nextval advanced the sequence");
     assert!(!std::path::Path::new("/tmp/duckgate-copy.csv").exists());
     assert!(!std::path::Path::new("/tmp/duckgate-attach.db").exists());
 
