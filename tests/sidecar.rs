@@ -216,6 +216,8 @@ async fn refused_sql_has_no_effect() {
         ("CREATE TABLE x AS SELECT 1".into(), String::new()),
         (format!("SELECT * FROM glob('{}/cache/**')", gw.data_dir.display()), String::new()),
         ("SELECT * FROM read_blob('.tmp/*')".into(), String::new()),
+        ("SELECT * FROM add_parquet_key('k', '0123456789112345')".into(), String::new()),
+        ("SELECT * FROM query('SELECT 1')".into(), String::new()),
     ];
     for (sql, file) in attempts {
         let (status, body) = gw.post("/query", &query_body(&sql, &[], None)).await;
@@ -461,4 +463,75 @@ async fn the_default_store_can_be_an_s3_bucket_from_the_environment() {
     assert!(s3.object_path("env/x.parquet").exists(), "written to the S3 bucket, not the local directory");
     let r = query_ok(&gw, &query_body("SELECT sum(v) AS s FROM t", &[("t", "env/*.parquet")], None)).await;
     assert_eq!(r["rows"][0]["s"], 11);
+}
+
+/// `DUCKGATE_QUERY_INSTANCES=shared`: one instance per exact table set,
+/// reused with a new connection per request, never across table sets or
+/// object versions, and as locked down as a fresh one.
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_instances_are_reused_only_for_the_same_table_set() {
+    let s3 = S3Server::start();
+    let gw = Gateway::builder()
+        .env("DUCKGATE_QUERY_INSTANCES", "shared")
+        .env("SIDECAR_QUERY_TIMEOUT_MS", "1500")
+        .start()
+        .await;
+    let shared = |stats: &Value| (stats["shared"]["built"].as_u64().unwrap(), stats["shared"]["reused"].as_u64().unwrap());
+    let key = "shared/orders.parquet";
+    let cols = &[("v", "v", "BIGINT")];
+    snapshot_ok(&gw, &snapshot_body(key, cols, json!([{"v": 1}, {"v": 2}, {"v": 3}]), Some(s3.s3_config()))).await;
+    let orders = |sql: &str| query_body(sql, &[("orders", key)], Some(s3.s3_config()));
+
+    assert_eq!(query_ok(&gw, &orders("SELECT sum(v) AS s FROM orders")).await["rows"][0]["s"], 6);
+    assert_eq!(query_ok(&gw, &orders("SELECT max(v) AS m FROM orders")).await["rows"][0]["m"], 3);
+    let (_, stats) = gw.get("/pool-stats").await;
+    assert_eq!(stats["instances"], "shared", "{stats}");
+    assert_eq!(shared(&stats), (1, 1), "the second query reuses the first one's instance: {stats}");
+
+    // Concurrent requests on one instance each get their own, correct answer.
+    let mut tasks = Vec::new();
+    for i in 0..8i64 {
+        let (client, url, body) = (gw.client.clone(), gw.url("/query"), orders(&format!("SELECT sum(v) + {i} AS s FROM orders")));
+        tasks.push(tokio::spawn(async move {
+            let r: Value = client.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+            (i, r["rows"][0]["s"].as_i64())
+        }));
+    }
+    for task in tasks {
+        let (i, s) = task.await.unwrap();
+        assert_eq!(s, Some(6 + i));
+    }
+
+    // Another table set (same object, other name) gets an instance of its own.
+    let renamed = query_body("SELECT count(*) AS n FROM o2", &[("o2", key)], Some(s3.s3_config()));
+    assert_eq!(query_ok(&gw, &renamed).await["rows"][0]["n"], 3);
+    let unknown = gw.post("/query", &orders("SELECT count(*) AS n FROM o2")).await;
+    assert_eq!(unknown.0, 400, "a table of another set is not visible: {}", unknown.1);
+
+    // A changed object is a new table set: new instance, new data.
+    let (built_before, _) = shared(&gw.get("/pool-stats").await.1);
+    snapshot_ok(&gw, &snapshot_body(key, cols, json!([{"v": 10}, {"v": 20}, {"v": 30}]), Some(s3.s3_config()))).await;
+    assert_eq!(query_ok(&gw, &orders("SELECT sum(v) AS s FROM orders")).await["rows"][0]["s"], 60);
+    assert_eq!(shared(&gw.get("/pool-stats").await.1).0, built_before + 1);
+
+    // Locked down like a fresh instance, and nothing a request tries survives it.
+    for sql in [
+        "SET threads = 1",
+        "CREATE TABLE leftover AS SELECT 1",
+        "SELECT * FROM add_parquet_key('k', '0123456789112345')",
+        "SELECT * FROM read_csv('/etc/passwd')",
+    ] {
+        let (status, body) = gw.post("/query", &orders(sql)).await;
+        assert_eq!(status, 400, "{sql} must be refused: {body}");
+    }
+    let names = query_ok(&gw, &orders("SELECT string_agg(table_name, ',') AS t FROM duckdb_tables()")).await;
+    assert_eq!(names["rows"][0]["t"], Value::Null, "no table was left behind: {names}");
+
+    // A runaway query is interrupted on its own connection; the instance serves on.
+    let (status, body) = gw.post("/query", &orders("SELECT sum(hash(i)) FROM range(1000000000000) t(i), orders")).await;
+    assert_eq!(status, 504, "{body}");
+    wait_for(&gw, |s| s["queries"]["running"] == 0).await;
+    let (_, reused_before) = shared(&gw.get("/pool-stats").await.1);
+    assert_eq!(query_ok(&gw, &orders("SELECT sum(v) AS s FROM orders")).await["rows"][0]["s"], 60);
+    assert_eq!(shared(&gw.get("/pool-stats").await.1).1, reused_before + 1);
 }

@@ -15,6 +15,14 @@ use clap::{ArgAction, Args};
 /// The default port, shared with the Node sidecar.
 pub const DEFAULT_PORT: u16 = 3214;
 
+/// How `/query` gets its DuckDB instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryInstances {
+    Fresh,
+    Shared,
+}
+
 /// `duckgate serve` options.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -54,6 +62,13 @@ pub struct Config {
     /// At most this many `/snapshot` requests wait; beyond, 503 at once.
     #[arg(long, env = "SIDECAR_MAX_SNAPSHOT_QUEUE", default_value_t = 100)]
     pub max_snapshot_queue: usize,
+
+    /// Where `/query` runs: `fresh`, a new DuckDB instance per request (the
+    /// Node sidecar's isolation), or `shared`, one locked-down instance per
+    /// exact set of tables and object versions, reused with a new connection
+    /// per request: several times faster, see docs/benchmarks.md.
+    #[arg(long, env = "DUCKGATE_QUERY_INSTANCES", value_enum, default_value_t = QueryInstances::Fresh)]
+    pub query_instances: QueryInstances,
 
     /// A `/query` running longer is interrupted inside DuckDB and answered 504.
     #[arg(long, env = "SIDECAR_QUERY_TIMEOUT_MS", default_value_t = 30_000)]

@@ -103,11 +103,7 @@ impl ObjectCache {
                 self.download(bucket, meta).await.map(Arc::new)
             })
             .await
-            .map_err(|e: Arc<Error>| match e.as_ref() {
-                Error::NotFound(m) => Error::NotFound(m.clone()),
-                Error::Upstream(m) => Error::Upstream(m.clone()),
-                other => Error::Internal(other.to_string()),
-            })?;
+            .map_err(|e: Arc<Error>| Error::clone(&e))?;
         if loaded_here {
             self.misses.fetch_add(1, Ordering::Relaxed);
         } else {

@@ -31,7 +31,10 @@ use crate::config::Config;
 use crate::error::{error_body, Error};
 use crate::object_cache::ObjectCache;
 use crate::objects::Stores;
+use crate::config::QueryInstances;
 use crate::query::sandbox::{InstanceSettings, Sandboxes};
+use crate::query::shared::SharedInstances;
+use crate::statement::Verdicts;
 use crate::request;
 
 /// Everything the handlers share. Built once at start-up.
@@ -40,6 +43,10 @@ pub struct App {
     pub stores: Arc<Stores>,
     pub object_cache: ObjectCache,
     pub sandboxes: Sandboxes,
+    /// Set when `/query` reuses instances (`DUCKGATE_QUERY_INSTANCES=shared`).
+    pub shared: Option<SharedInstances>,
+    /// Read-only verdicts on `/query` SQL.
+    pub verdicts: Verdicts,
     pub queries: Gate,
     pub snapshots: Gate,
     pub live: Arc<LiveStore>,
@@ -110,7 +117,9 @@ impl App {
             snapshots: Gate::new(config.max_concurrent_snapshots, config.max_snapshot_queue),
             stores: Arc::new(stores),
             object_cache,
+            shared: (config.query_instances == QueryInstances::Shared).then(|| SharedInstances::new(sandboxes.clone())),
             sandboxes,
+            verdicts: Verdicts::new(10_000),
             started: Instant::now(),
             config,
         }))
@@ -191,6 +200,8 @@ async fn pool_stats(State(app): State<AppState>) -> Json<serde_json::Value> {
         "active": queries.running,
         "total": idle + queries.running,
         "minSize": app.sandboxes.spares_target(),
+        "instances": app.config.query_instances,
+        "shared": app.shared.as_ref().map(SharedInstances::stats),
         "maxSize": queries.max_concurrent,
         "queries": queries,
         "snapshots": app.snapshots.stats(),

@@ -1,16 +1,18 @@
-//! `POST /query`: the caller's SQL over Parquet objects, in a fresh,
-//! locked-down DuckDB.
+//! `POST /query`: the caller's SQL over Parquet objects, in a locked-down
+//! DuckDB: a fresh instance per request by default, or a shared instance per
+//! exact table set (`DUCKGATE_QUERY_INSTANCES=shared`, see [`shared`]).
 //!
 //! Flow: validate; admission (N running, M queued, else 503); resolve each
 //! table's key or glob (HEAD or LIST); bring every object into the local
-//! cache; then on a blocking thread take a fresh instance, create one view
-//! per table, lock it down, check the SQL is one read statement, run it and
-//! encode the JSON. The whole request runs under SIDECAR_QUERY_TIMEOUT_MS;
-//! past it DuckDB is interrupted (the work stops, not only the response) and
-//! the answer is 504.
+//! cache; then on blocking threads take an instance, create one view per
+//! table and lock it down (fresh) or connect (shared), check the SQL is one
+//! read statement, run it and encode the JSON. The whole request runs under
+//! SIDECAR_QUERY_TIMEOUT_MS; past it DuckDB is interrupted (the work stops,
+//! not only the response) and the answer is 504.
 
 pub mod json;
 pub mod sandbox;
+pub mod shared;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +26,9 @@ use crate::object_cache::LocalObject;
 use crate::objects::{s3_config_field, S3Config};
 use crate::request::{self, Field};
 use crate::server::AppState;
-use crate::statement::{check_read_only, Refusal};
-use sandbox::TableFiles;
+use crate::statement::{Refusal, Verdicts};
+use sandbox::{Sandbox, Sandboxes, TableFiles};
+use shared::{SharedInstance, TableSet};
 
 pub struct QueryRequest {
     pub sql: String,
@@ -89,36 +92,45 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
     let fetch = async {
         let mut tables = Vec::with_capacity(req.tables.len());
         let mut held: Vec<Arc<LocalObject>> = Vec::new();
+        let mut set = TableSet::default();
         for (i, table) in req.tables.iter().enumerate() {
             let field = format!("tables[{i}].s3_path");
             let metas = bucket.resolve(&field, &table.s3_path).await?;
-            let mut files = Vec::with_capacity(metas.len());
+            let mut locals = Vec::with_capacity(metas.len());
             for meta in &metas {
-                let local = state.object_cache.get(&bucket, meta).await?;
-                files.push(local.path.clone());
-                held.push(local);
+                locals.push(state.object_cache.get(&bucket, meta).await?);
             }
-            tables.push(TableFiles { name: table.name.clone(), files });
+            set.push(&table.name, &metas, &locals);
+            tables.push(TableFiles { name: table.name.clone(), files: locals.iter().map(|l| l.path.clone()).collect() });
+            held.extend(locals);
         }
-        Ok::<_, Error>((tables, held))
+        Ok::<_, Error>((tables, held, set))
     };
-    let (tables, held) = tokio::time::timeout_at(deadline.into(), fetch)
+    let (tables, held, set) = tokio::time::timeout_at(deadline.into(), fetch)
         .await
         .map_err(|_| timed_out())??;
     let fetched = started.elapsed();
 
-    let sandbox = state.sandboxes.take().map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
-    let cancel = Cancel::new(sandbox.conn());
+    // An instance (opening or building one is blocking work).
+    let opening = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || Session::open(&state, tables, held, set))
+    };
+    let session = tokio::time::timeout_at(deadline.into(), opening)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(Error::internal)??;
+
+    let cancel = Cancel::new(session.conn());
     let mut guard = CancelOnDrop::new(cancel.clone());
     let work_cancel = cancel.clone();
     let sql = req.sql;
     let max_bytes = state.config.max_result_size.as_u64() as usize;
-    let sandboxes = state.sandboxes.clone();
+    let verdicts = state.verdicts.clone();
     let mut work = tokio::task::spawn_blocking(move || {
-        let result = execute(sandbox.conn(), &tables, &sql, max_bytes, &work_cancel);
+        let result = execute(&session, &sql, &verdicts, max_bytes, &work_cancel);
         drop(admitted);
-        sandboxes.retire(sandbox);
-        drop(held);
+        session.close();
         result
     });
     let result = match tokio::time::timeout_at(deadline.into(), &mut work).await {
@@ -144,16 +156,64 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(body)
 }
 
-/// Runs on a blocking thread: views, lock-down, the check, the query, JSON.
-fn execute(conn: &Connection, tables: &[TableFiles], sql: &str, max_bytes: usize, cancel: &Cancel) -> Result<(Vec<u8>, usize), Error> {
-    let go_on = || if cancel.is_cancelled() { Err(Error::Timeout("query cancelled".into())) } else { Ok(()) };
-    go_on()?;
-    sandbox::prepare(conn, tables).map_err(|e| match sql_error(e) {
+/// Where one request's statement runs.
+enum Session {
+    /// A never-used instance; `execute` creates the request's views in it.
+    Fresh { sandbox: Sandbox, tables: Vec<TableFiles>, objects: Vec<Arc<LocalObject>>, sandboxes: Sandboxes },
+    /// A new connection to a shared instance that has the views already.
+    Shared { conn: Connection, _instance: Arc<SharedInstance> },
+}
+
+impl Session {
+    fn open(state: &AppState, tables: Vec<TableFiles>, objects: Vec<Arc<LocalObject>>, set: TableSet) -> Result<Session, Error> {
+        match &state.shared {
+            Some(shared) => {
+                let (conn, instance) = shared.connect(set, &tables, objects)?;
+                Ok(Session::Shared { conn, _instance: instance })
+            }
+            None => {
+                let sandbox = state.sandboxes.take().map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
+                Ok(Session::Fresh { sandbox, tables, objects, sandboxes: state.sandboxes.clone() })
+            }
+        }
+    }
+
+    fn conn(&self) -> &Connection {
+        match self {
+            Session::Fresh { sandbox, .. } => sandbox.conn(),
+            Session::Shared { conn, .. } => conn,
+        }
+    }
+
+    /// Ends the session: a fresh instance is closed in the background, and
+    /// only then are its files released.
+    fn close(self) {
+        if let Session::Fresh { sandbox, objects, sandboxes, .. } = self {
+            sandboxes.retire(sandbox);
+            drop(objects);
+        }
+    }
+}
+
+/// A failure to create a request's views: the tables' data is unreadable.
+fn tables_error(err: duckdb::Error) -> Error {
+    match sql_error(err) {
         Error::Sql(m) => Error::Sql(format!("cannot read the tables' Parquet data: {m}")),
         other => other,
-    })?;
+    }
+}
+
+/// Runs on a blocking thread: views and lock-down (fresh instances), the
+/// check, the query, JSON.
+fn execute(session: &Session, sql: &str, verdicts: &Verdicts, max_bytes: usize, cancel: &Cancel) -> Result<(Vec<u8>, usize), Error> {
+    let go_on = || if cancel.is_cancelled() { Err(Error::Timeout("query cancelled".into())) } else { Ok(()) };
+    let conn = session.conn();
     go_on()?;
-    check_read_only(conn, sql).map_err(|r| match r {
+    if let Session::Fresh { tables, .. } = session {
+        sandbox::prepare(conn, tables).map_err(tables_error)?;
+        go_on()?;
+    }
+    verdicts.check(conn, sql).map_err(|r| match r {
         Refusal::Syntax(m) => Error::Sql(m),
         other => Error::Sql(other.to_string()),
     })?;
