@@ -2,9 +2,11 @@
 //! (`tables[0].s3_path must be a non-empty string`) the way the Node sidecar's
 //! clients already expect, instead of serde's generic messages.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use bytes::BytesMut;
+use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -89,6 +91,52 @@ pub fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, 
             Error::invalid(format!("could not read the request body: {rejection}"))
         }
     })
+}
+
+/// Reads a large body (`/snapshot`) into one buffer sized from
+/// Content-Length, mapped straight from the OS. axum's `Bytes` extractor
+/// gathers the chunks and copies them into one buffer, holding the body
+/// twice; and a heap buffer this size, once freed, stays in a glibc arena
+/// (glibc raises its mmap threshold to it), so RSS grew by about a body per
+/// snapshot on a new thread. A mapping is returned to the OS when dropped.
+pub async fn sized_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    let mut chunks = body.into_data_stream();
+    let read_error = |e: axum::Error| Error::invalid(format!("could not read the request body: {e}"));
+    match declared {
+        Some(len) if len > 0 => {
+            let mut mapped = memmap2::MmapMut::map_anon(len).map_err(Error::internal)?;
+            let mut filled = 0;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(read_error)?;
+                // hyper holds the body to its Content-Length; this is a guard.
+                let Some(space) = mapped.get_mut(filled..filled + chunk.len()) else {
+                    return Err(Error::invalid("the request body is longer than its Content-Length"));
+                };
+                space.copy_from_slice(&chunk);
+                filled += chunk.len();
+            }
+            let mapped = mapped.make_read_only().map_err(Error::internal)?;
+            Ok(Bytes::from_owner(mapped).slice(..filled))
+        }
+        _ => {
+            let mut buffer = BytesMut::new();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(read_error)?;
+                if buffer.len() + chunk.len() > limit {
+                    return Err(Error::PayloadTooLarge { limit });
+                }
+                buffer.extend_from_slice(&chunk);
+            }
+            Ok(buffer.freeze())
+        }
+    }
 }
 
 /// Parses a body that must be a JSON object.

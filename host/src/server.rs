@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -223,8 +223,8 @@ async fn snapshot_queue_stats(State(app): State<AppState>) -> Json<serde_json::V
     }))
 }
 
-async fn snapshot(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, Error> {
-    let body = request::body(body, app.config.max_body_size.as_u64() as usize)?;
+async fn snapshot(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Error> {
+    let body = request::sized_body(&headers, body, app.config.max_body_size.as_u64() as usize).await?;
     let result = crate::snapshot::run(&app, body).await?;
     Ok(Json(result).into_response())
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use arrow::compute::{sort_to_indices, take_record_batch, SortOptions};
+use arrow::compute::{sort_to_indices, take, SortOptions};
 use arrow::datatypes::Schema;
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
@@ -114,25 +114,40 @@ pub struct Encoded {
     pub row_count: usize,
 }
 
-/// Converts and encodes the rows: CPU-bound, run it off the async runtime.
-pub fn encode(req: &SnapshotRequest<'_>) -> Result<Encoded, Error> {
+/// The request's rows as one Arrow batch (the only step that reads the body).
+pub fn convert(req: &SnapshotRequest<'_>) -> Result<RecordBatch, Error> {
     let capacity = estimate_rows(req.data, req.columns.len());
-    let (arrays, row_count) = rows::RowSink::new(&req.columns, capacity)
+    let (arrays, _) = rows::RowSink::new(&req.columns, capacity)
         .read(req.data)
         .map_err(Error::Invalid)?;
     let schema = Arc::new(Schema::new(
         req.columns.iter().map(|c| c.ty.field(&c.target)).collect::<Vec<_>>(),
     ));
-    let mut batch = RecordBatch::try_new(schema.clone(), arrays).map_err(Error::internal)?;
-    if let Some(sort_by) = ["created_at", "started_at"]
-        .iter()
-        .find_map(|name| req.columns.iter().position(|c| c.target == *name))
-    {
+    RecordBatch::try_new(schema, arrays).map_err(Error::internal)
+}
+
+/// Sorts by `created_at`, else `started_at`, and writes ZSTD Parquet.
+/// Takes the batch by value so each copy is dropped as soon as it is used:
+/// memory at peak is the batch, one sorted column and the encoder.
+pub fn encode(mut batch: RecordBatch) -> Result<Encoded, Error> {
+    let row_count = batch.num_rows();
+    let sort_by = ["created_at", "started_at"].iter().find_map(|name| batch.schema().index_of(name).ok());
+    if let Some(sort_by) = sort_by {
         let options = SortOptions { descending: false, nulls_first: false };
         let order = sort_to_indices(batch.column(sort_by), Some(options), None).map_err(Error::internal)?;
-        batch = take_record_batch(&batch, &order).map_err(Error::internal)?;
+        let schema = batch.schema();
+        let mut columns = batch.columns().to_vec();
+        drop(batch);
+        for column in &mut columns {
+            *column = take(column.as_ref(), &order, None).map_err(Error::internal)?;
+        }
+        batch = RecordBatch::try_new(schema, columns).map_err(Error::internal)?;
     }
-    Ok(Encoded { parquet: write_parquet(&batch)?, row_count })
+    let mut writer = ArrowWriter::try_new(Vec::with_capacity(batch.get_array_memory_size() / 4), batch.schema(), Some(writer_properties()))
+        .map_err(Error::internal)?;
+    writer.write(&batch).map_err(Error::internal)?;
+    drop(batch);
+    Ok(Encoded { parquet: writer.into_inner().map_err(Error::internal)?, row_count })
 }
 
 /// Parquet writer settings shared with the benchmark's reference loop.
@@ -142,13 +157,6 @@ pub fn writer_properties() -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_SIZE))
         .set_created_by(format!("duckgate {}", env!("CARGO_PKG_VERSION")))
         .build()
-}
-
-fn write_parquet(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
-    let mut writer = ArrowWriter::try_new(Vec::with_capacity(batch.get_array_memory_size() / 4), batch.schema(), Some(writer_properties()))
-        .map_err(Error::internal)?;
-    writer.write(batch).map_err(Error::internal)?;
-    writer.into_inner().map_err(Error::internal)
 }
 
 /// A cheap guess at the row count, to size builders: each row carries at
@@ -176,8 +184,11 @@ pub async fn run(state: &crate::server::AppState, body: axum::body::Bytes) -> Re
     let (bucket, table_name, s3_key, encoded) = tokio::task::spawn_blocking(move || {
         let req = SnapshotRequest::parse(&body)?;
         let bucket = stores.bucket_for(req.s3_config.as_ref())?;
-        let encoded = encode(&req)?;
-        Ok::<_, Error>((bucket, req.table_name, req.s3_key, encoded))
+        let batch = convert(&req)?;
+        let (table_name, s3_key) = (req.table_name, req.s3_key);
+        // The body is the largest thing a snapshot holds; it is done with.
+        drop(body);
+        Ok::<_, Error>((bucket, table_name, s3_key, encode(batch)?))
     })
     .await??;
     let encoded_at = started.elapsed();
