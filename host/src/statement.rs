@@ -67,6 +67,10 @@ pub const REFUSED_FUNCTIONS: &[&str] = &[
     "duckdb_prepared_statements",
     "query",
     "json_execute_serialized_sql",
+    // Binds (and plans) SQL given as text.
+    "json_serialize_plan",
+    // Holds a thread in a way an interrupt may not stop.
+    "sleep_ms",
 ];
 
 /// Finds a refused function anywhere in the serialized statement.
@@ -195,7 +199,7 @@ mod tests {
         "sniff_csv", "summary", "test_all_types", "test_vector_types", "unnest", "which_secret",
         // volatile scalars
         "current_connection_id", "current_query", "current_query_id", "current_transaction_id", "error",
-        "gen_random_uuid", "random", "sleep_ms", "stats", "uuid", "uuidv4", "uuidv7", "vector_type",
+        "gen_random_uuid", "random", "stats", "uuid", "uuidv4", "uuidv7", "vector_type",
     ];
 
     /// Fails when this DuckDB has a table function or volatile scalar that
@@ -232,6 +236,19 @@ mod tests {
             ("SELECT main.NEXTVAL('s')", "nextval"),
             ("SELECT \"NextVal\"('s')", "nextval"),
             ("SELECT count(*) OVER (ORDER BY setseed(0.5))", "setseed"),
+            ("SELECT * FROM t AT (VERSION => nextval('s'))", "nextval"),
+            ("SELECT * FROM t AT (TIMESTAMP => now() - INTERVAL (nextval('s')) SECOND)", "nextval"),
+            ("SELECT list(x ORDER BY nextval('s')) FROM range(3) t(x)", "nextval"),
+            ("SELECT count(*) FILTER (WHERE nextval('s') > 0) FROM range(3)", "nextval"),
+            ("SELECT x FROM range(3) t(x) QUALIFY row_number() OVER () = nextval('s')", "nextval"),
+            ("SELECT list_transform([1, 2], lambda x: x + nextval('s'))", "nextval"),
+            ("SELECT (1).nextval()", "nextval"),
+            ("SELECT COLUMNS(c -> nextval('s') > 0) FROM range(3)", "nextval"),
+            ("SELECT json_serialize_plan('SELECT nextval(''s'')')", "json_serialize_plan"),
+            ("SELECT sleep_ms(1000) FROM range(2048)", "sleep_ms"),
+            ("FROM range(3) SELECT * LIMIT nextval('s')", "nextval"),
+            ("SELECT * FROM range(3) ORDER BY nextval('s')", "nextval"),
+            ("SELECT * FROM range(3) t(x) JOIN range(3) u(y) ON x = nextval('s')", "nextval"),
         ] {
             assert_eq!(check(sql), Err(Refusal::Function(name.into())), "{sql}");
         }

@@ -111,15 +111,17 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
         .map_err(|_| timed_out())??;
     let fetched = started.elapsed();
 
-    // An instance (opening or building one is blocking work).
+    // An instance (opening or building one is blocking work). The permit
+    // goes along: past the deadline, a build still running keeps its slot.
     let opening = {
         let state = state.clone();
-        tokio::task::spawn_blocking(move || Session::open(&state, tables, held, set))
+        tokio::task::spawn_blocking(move || (Session::open(&state, tables, held, set), admitted))
     };
-    let session = tokio::time::timeout_at(deadline.into(), opening)
+    let (session, admitted) = tokio::time::timeout_at(deadline.into(), opening)
         .await
         .map_err(|_| timed_out())?
-        .map_err(Error::internal)??;
+        .map_err(Error::internal)?;
+    let session = session?;
 
     let cancel = Cancel::new(session.conn());
     let mut guard = CancelOnDrop::new(cancel.clone());
@@ -189,8 +191,7 @@ impl Session {
     /// only then are its files released.
     fn close(self) {
         if let Session::Fresh { sandbox, objects, sandboxes, .. } = self {
-            sandboxes.retire(sandbox);
-            drop(objects);
+            sandboxes.retire(sandbox, objects);
         }
     }
 }

@@ -20,6 +20,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use duckdb::{Config, Connection};
 
+use crate::object_cache::LocalObject;
+
 /// How every instance is configured (the sidecar's DUCKDB_* variables).
 #[derive(Debug, Clone)]
 pub struct InstanceSettings {
@@ -83,7 +85,7 @@ struct Spares {
 pub struct Sandboxes {
     settings: Arc<InstanceSettings>,
     spares: Arc<Spares>,
-    retired: std::sync::mpsc::Sender<Sandbox>,
+    retired: std::sync::mpsc::Sender<(Sandbox, Vec<Arc<LocalObject>>)>,
 }
 
 impl Sandboxes {
@@ -98,10 +100,13 @@ impl Sandboxes {
         let first = settings
             .open()
             .map_err(|e| anyhow::anyhow!("cannot open DuckDB with DUCKDB_THREADS/DUCKDB_MEMORY_LIMIT/DUCKDB_ENABLE_OBJECT_CACHE as set: {e}"))?;
-        let (retired, to_close) = std::sync::mpsc::channel::<Sandbox>();
-        std::thread::Builder::new()
-            .name("duckdb-reaper".into())
-            .spawn(move || to_close.into_iter().for_each(drop))?;
+        let (retired, to_close) = std::sync::mpsc::channel::<(Sandbox, Vec<Arc<LocalObject>>)>();
+        std::thread::Builder::new().name("duckdb-reaper".into()).spawn(move || {
+            for (sandbox, objects) in to_close {
+                drop(sandbox);
+                drop(objects);
+            }
+        })?;
         let sandboxes = Sandboxes {
             settings: Arc::new(settings),
             spares: Arc::new(Spares { ready: Mutex::new(vec![first]), wanted: Condvar::new(), target: spares }),
@@ -144,9 +149,10 @@ impl Sandboxes {
         }
     }
 
-    /// Closes a used instance in the background (closing takes milliseconds).
-    pub fn retire(&self, sandbox: Sandbox) {
-        if let Err(returned) = self.retired.send(sandbox) {
+    /// Closes a used instance in the background (closing takes milliseconds),
+    /// then releases the cached files it read.
+    pub fn retire(&self, sandbox: Sandbox, objects: Vec<Arc<LocalObject>>) {
+        if let Err(returned) = self.retired.send((sandbox, objects)) {
             drop(returned.0);
         }
     }

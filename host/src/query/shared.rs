@@ -69,7 +69,7 @@ impl TableSet {
 pub struct SharedInstance {
     sandbox: Mutex<Option<Sandbox>>,
     /// The files its views read stay on disk while it lives.
-    _objects: Vec<Arc<LocalObject>>,
+    objects: Vec<Arc<LocalObject>>,
     sandboxes: Sandboxes,
 }
 
@@ -82,7 +82,7 @@ impl SharedInstance {
 impl Drop for SharedInstance {
     fn drop(&mut self) {
         if let Some(sandbox) = self.sandbox.get_mut().ok().and_then(Option::take) {
-            self.sandboxes.retire(sandbox);
+            self.sandboxes.retire(sandbox, std::mem::take(&mut self.objects));
         }
     }
 }
@@ -104,12 +104,16 @@ pub struct SharedInstances {
 
 impl SharedInstances {
     pub fn new(sandboxes: Sandboxes) -> Self {
-        SharedInstances {
-            instances: moka::sync::Cache::builder().max_capacity(MAX_INSTANCES).time_to_idle(IDLE).build(),
-            sandboxes,
-            built: Arc::default(),
-            reused: Arc::default(),
-        }
+        let instances: moka::sync::Cache<TableSet, Arc<SharedInstance>> =
+            moka::sync::Cache::builder().max_capacity(MAX_INSTANCES).time_to_idle(IDLE).build();
+        // moka expires entries only when the cache is used; without this an
+        // idle gateway would keep its last instances open.
+        let expiring = instances.clone();
+        let _ = std::thread::Builder::new().name("duckdb-shared-idle".into()).spawn(move || loop {
+            std::thread::sleep(IDLE / 4);
+            expiring.run_pending_tasks();
+        });
+        SharedInstances { instances, sandboxes, built: Arc::default(), reused: Arc::default() }
     }
 
     /// A new connection to the instance for `set`, built from `tables` if
@@ -128,12 +132,12 @@ impl SharedInstances {
                 built_here = true;
                 let sandbox = self.sandboxes.take().map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
                 if let Err(e) = sandbox::prepare(sandbox.conn(), tables) {
-                    self.sandboxes.retire(sandbox);
+                    self.sandboxes.retire(sandbox, objects);
                     return Err(super::tables_error(e));
                 }
                 Ok(Arc::new(SharedInstance {
                     sandbox: Mutex::new(Some(sandbox)),
-                    _objects: objects,
+                    objects,
                     sandboxes: self.sandboxes.clone(),
                 }))
             })
