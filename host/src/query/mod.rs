@@ -27,8 +27,8 @@ use crate::objects::{s3_config_field, S3Config};
 use crate::request::{self, Field};
 use crate::server::AppState;
 use crate::statement::{Refusal, Verdicts};
-use sandbox::{Sandbox, Sandboxes, TableFiles};
-use shared::{SharedInstance, TableSet};
+use sandbox::{Sandbox, Sandboxes, TableSet};
+use shared::SharedInstance;
 
 pub struct QueryRequest {
     pub sql: String,
@@ -90,7 +90,6 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
 
     // Objects: resolve keys and globs, then make each a local file.
     let fetch = async {
-        let mut tables = Vec::with_capacity(req.tables.len());
         let mut held: Vec<Arc<LocalObject>> = Vec::new();
         let mut set = TableSet::default();
         for (i, table) in req.tables.iter().enumerate() {
@@ -101,12 +100,11 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
                 locals.push(state.object_cache.get(&bucket, meta).await?);
             }
             set.push(&table.name, &metas, &locals);
-            tables.push(TableFiles { name: table.name.clone(), files: locals.iter().map(|l| l.path.clone()).collect() });
             held.extend(locals);
         }
-        Ok::<_, Error>((tables, held, set))
+        Ok::<_, Error>((held, set))
     };
-    let (tables, held, set) = tokio::time::timeout_at(deadline.into(), fetch)
+    let (held, set) = tokio::time::timeout_at(deadline.into(), fetch)
         .await
         .map_err(|_| timed_out())??;
     let fetched = started.elapsed();
@@ -115,7 +113,7 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
     // goes along: past the deadline, a build still running keeps its slot.
     let opening = {
         let state = state.clone();
-        tokio::task::spawn_blocking(move || (Session::open(&state, tables, held, set), admitted))
+        tokio::task::spawn_blocking(move || (Session::open(&state, held, set), admitted))
     };
     let (session, admitted) = tokio::time::timeout_at(deadline.into(), opening)
         .await
@@ -161,16 +159,16 @@ pub async fn run(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Error> {
 /// Where one request's statement runs.
 enum Session {
     /// A never-used instance; `execute` creates the request's views in it.
-    Fresh { sandbox: Sandbox, tables: Vec<TableFiles>, objects: Vec<Arc<LocalObject>>, sandboxes: Sandboxes },
+    Fresh { sandbox: Sandbox, tables: TableSet, objects: Vec<Arc<LocalObject>>, sandboxes: Sandboxes },
     /// A new connection to a shared instance that has the views already.
     Shared { conn: Connection, _instance: Arc<SharedInstance> },
 }
 
 impl Session {
-    fn open(state: &AppState, tables: Vec<TableFiles>, objects: Vec<Arc<LocalObject>>, set: TableSet) -> Result<Session, Error> {
+    fn open(state: &AppState, objects: Vec<Arc<LocalObject>>, tables: TableSet) -> Result<Session, Error> {
         match &state.shared {
             Some(shared) => {
-                let (conn, instance) = shared.connect(set, &tables, objects)?;
+                let (conn, instance) = shared.connect(&tables, objects)?;
                 Ok(Session::Shared { conn, _instance: instance })
             }
             None => {

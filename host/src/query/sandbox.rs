@@ -5,20 +5,23 @@
 //! here (DuckDB registers every built-in function in a new catalog) and
 //! closing one a few more, so both happen off the request path: a background
 //! thread keeps a few spare, never-used, warmed-up instances ready, and
-//! another closes used ones. Each instance serves exactly one request.
+//! another closes used ones. In the default mode each instance serves
+//! exactly one request; [`super::shared`] keeps one per table set instead.
 //!
 //! Lock-down, applied after the request's views exist: external access off
 //! (DuckDB may then read only the files listed in `allowed_paths`, the
 //! request's own cached objects, and its own temporary directory), extension
 //! auto-install and auto-load off, and the configuration locked so the
 //! caller's SQL cannot undo any of it. Each instance spills to a directory
-//! of its own, removed with it, so no request can read another's spill files.
+//! of its own, removed with it, so no request can read the spill files of
+//! another instance.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use duckdb::{Config, Connection};
+use object_store::ObjectMeta;
 
 use crate::object_cache::LocalObject;
 
@@ -166,22 +169,48 @@ impl Sandboxes {
     }
 }
 
-/// One table of a request: its SQL name and its local Parquet files.
-pub struct TableFiles {
-    pub name: String,
-    pub files: Vec<PathBuf>,
+/// One object version as a table sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ObjectVersion {
+    path: PathBuf,
+    e_tag: Option<String>,
+    size: u64,
+    modified_ns: i64,
+}
+
+/// A request's tables, in request order: each SQL name with the exact
+/// versions of its objects and their local files. Shared instances are
+/// keyed by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TableSet(Vec<(String, Vec<ObjectVersion>)>);
+
+impl TableSet {
+    /// Adds a table read from `objects` (the cache's files for `metas`).
+    pub fn push(&mut self, name: &str, metas: &[ObjectMeta], objects: &[Arc<LocalObject>]) {
+        let versions = metas
+            .iter()
+            .zip(objects)
+            .map(|(meta, local)| ObjectVersion {
+                path: local.path.clone(),
+                e_tag: meta.e_tag.clone(),
+                size: meta.size,
+                modified_ns: meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+            })
+            .collect();
+        self.0.push((name.to_string(), versions));
+    }
 }
 
 /// Creates the request's views, then locks the instance down.
-pub fn prepare(conn: &Connection, tables: &[TableFiles]) -> duckdb::Result<()> {
+pub fn prepare(conn: &Connection, tables: &TableSet) -> duckdb::Result<()> {
     let mut sql = String::new();
     let mut allowed = Vec::new();
-    for table in tables {
-        let files: Vec<String> = table.files.iter().map(|p| quote_literal(&p.to_string_lossy())).collect();
+    for (name, versions) in &tables.0 {
+        let files: Vec<String> = versions.iter().map(|v| quote_literal(&v.path.to_string_lossy())).collect();
         allowed.extend(files.iter().cloned());
         sql.push_str(&format!(
             "CREATE VIEW {} AS SELECT * FROM read_parquet([{}]);\n",
-            quote_identifier(&table.name),
+            quote_identifier(name),
             files.join(", ")
         ));
     }

@@ -18,52 +18,20 @@
 //! the instance. Idle instances close after a minute; at most
 //! [`MAX_INSTANCES`] stay open.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duckdb::Connection;
-use object_store::ObjectMeta;
 use serde::Serialize;
 
-use super::sandbox::{self, Sandbox, Sandboxes, TableFiles};
+use super::sandbox::{self, Sandbox, Sandboxes, TableSet};
 use crate::error::Error;
 use crate::object_cache::LocalObject;
 
 /// Instances kept open at most (each holds a catalog of a few MB).
 pub const MAX_INSTANCES: u64 = 16;
 const IDLE: Duration = Duration::from_secs(60);
-
-/// One object version as a table sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ObjectVersion {
-    path: PathBuf,
-    e_tag: Option<String>,
-    size: u64,
-    modified_ns: i64,
-}
-
-/// The exact tables of a request, in request order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct TableSet(Vec<(String, Vec<ObjectVersion>)>);
-
-impl TableSet {
-    /// Adds a table read from `objects` (the cache's files for `metas`).
-    pub fn push(&mut self, name: &str, metas: &[ObjectMeta], objects: &[Arc<LocalObject>]) {
-        let versions = metas
-            .iter()
-            .zip(objects)
-            .map(|(meta, local)| ObjectVersion {
-                path: local.path.clone(),
-                e_tag: meta.e_tag.clone(),
-                size: meta.size,
-                modified_ns: meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
-            })
-            .collect();
-        self.0.push((name.to_string(), versions));
-    }
-}
 
 /// An instance with one table set's views, locked down.
 pub struct SharedInstance {
@@ -116,22 +84,21 @@ impl SharedInstances {
         SharedInstances { instances, sandboxes, built: Arc::default(), reused: Arc::default() }
     }
 
-    /// A new connection to the instance for `set`, built from `tables` if
-    /// there is none (concurrent requests for one new set build it once).
+    /// A new connection to the instance for `set`, built if there is none
+    /// (concurrent requests for one new set build it once).
     /// Blocking: building creates views, which reads Parquet footers.
     pub fn connect(
         &self,
-        set: TableSet,
-        tables: &[TableFiles],
+        set: &TableSet,
         objects: Vec<Arc<LocalObject>>,
     ) -> Result<(Connection, Arc<SharedInstance>), Error> {
         let mut built_here = false;
         let instance = self
             .instances
-            .try_get_with(set, || {
+            .try_get_with_by_ref(set, || {
                 built_here = true;
                 let sandbox = self.sandboxes.take().map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
-                if let Err(e) = sandbox::prepare(sandbox.conn(), tables) {
+                if let Err(e) = sandbox::prepare(sandbox.conn(), set) {
                     self.sandboxes.retire(sandbox, objects);
                     return Err(super::tables_error(e));
                 }

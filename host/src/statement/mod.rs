@@ -20,7 +20,6 @@
 //! file but those a request was given) and its configuration locked.
 
 use duckdb::Connection;
-use serde::Deserialize;
 
 /// Why a statement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,17 +88,6 @@ fn refused_function(node: &serde_json::Value) -> Option<String> {
     }
 }
 
-#[derive(Deserialize)]
-struct Serialized {
-    error: bool,
-    #[serde(default)]
-    error_type: String,
-    #[serde(default)]
-    error_message: String,
-    #[serde(default)]
-    statements: Vec<serde::de::IgnoredAny>,
-}
-
 /// Verdicts of [`check_read_only`] by SQL text. A verdict depends on the
 /// text alone, so a dashboard, client or plugin repeating one statement
 /// (with new parameters) is parsed and checked once.
@@ -133,20 +121,18 @@ pub fn check_read_only(conn: &Connection, sql: &str) -> Result<(), Refusal> {
     let serialized: String = conn
         .query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |row| row.get(0))
         .map_err(|e| Refusal::Syntax(e.to_string()))?;
-    let parsed: Serialized =
-        serde_json::from_str(&serialized).map_err(|e| Refusal::Syntax(e.to_string()))?;
-    if parsed.error {
-        return Err(match parsed.error_type.as_str() {
-            "not implemented" => Refusal::NotARead,
-            _ => Refusal::Syntax(parsed.error_message),
+    let tree: serde_json::Value = serde_json::from_str(&serialized).map_err(|e| Refusal::Syntax(e.to_string()))?;
+    if tree["error"].as_bool().unwrap_or(false) {
+        return Err(match tree["error_type"].as_str() {
+            Some("not implemented") => Refusal::NotARead,
+            _ => Refusal::Syntax(tree["error_message"].as_str().unwrap_or_default().to_string()),
         });
     }
-    match parsed.statements.len() {
+    match tree["statements"].as_array().map_or(0, Vec::len) {
         0 => return Err(Refusal::Empty),
         1 => {}
         n => return Err(Refusal::Multiple(n)),
     }
-    let tree: serde_json::Value = serde_json::from_str(&serialized).map_err(|e| Refusal::Syntax(e.to_string()))?;
     match refused_function(&tree) {
         Some(name) => Err(Refusal::Function(name)),
         None => Ok(()),
